@@ -1,0 +1,220 @@
+"""The ``ctxasr`` command line: a thin shell that parses, calls the library, writes.
+
+Bad input ends with one line on stderr naming the input and the problem and exit
+status 1; usage errors exit with 2 (click's convention). No traceback unless
+``CTXASR_DEBUG=1`` is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tempfile
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ctxasr.errors import ContextError, CtxasrError
+
+app = typer.Typer(
+    name="ctxasr",
+    help="Contextual speech recognition: transcripts that get your terms right.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+    srt = "srt"
+    vtt = "vtt"
+    tsv = "tsv"
+
+
+@app.callback()
+def _main() -> None:
+    """Contextual speech recognition: transcripts that get your terms right."""
+
+
+@app.command()
+def transcribe(
+    audio: Annotated[Path, typer.Argument(help="Recording to transcribe (any format FFmpeg reads).")],
+    context: Annotated[
+        Optional[list[Path]],
+        typer.Option("--context", "-c", help="Term list: one term a line, optional TAB weight, # comments. Repeatable."),
+    ] = None,
+    keywords: Annotated[
+        Optional[str], typer.Option("--keywords", "-k", help='Comma-separated terms: "term one, term two".')
+    ] = None,
+    context_text: Annotated[
+        Optional[list[Path]],
+        typer.Option("--context-text", help="Free text (document, slides' OCR) to pick terms from. Repeatable."),
+    ] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", "-m", help="tiny.en (packaged, default), a CTranslate2 model directory, or a faster-whisper model name."),
+    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    word_timestamps: Annotated[bool, typer.Option("--word-timestamps", help="Add word timings (JSON).")] = False,
+    language: Annotated[str, typer.Option("--language", "-l", help="Spoken language; 'auto' to detect.")] = "en",
+    beam_size: Annotated[int, typer.Option("--beam-size", min=1, max=20, help="Beam width.")] = 5,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
+    compute_type: Annotated[str, typer.Option("--compute-type", help="int8, float16, float32, ...")] = "int8",
+    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0: library default).")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Transcribe a recording, biased towards the terms of a context."""
+    with _user_errors():
+        from ctxasr.audio import probe
+        from ctxasr.transcribe import ModelOptions, TranscribeOptions, Transcriber
+        from ctxasr.writers import format_transcript
+
+        probe(audio)  # a bad recording is reported before the model loads
+        _check_output(output, audio)
+        terms = _gather_context(context or [], keywords, context_text or [])
+        options = dataclasses.replace(
+            TranscribeOptions(),
+            language=None if language == "auto" else language,
+            beam_size=beam_size,
+            word_timestamps=word_timestamps,
+        )
+        transcriber = Transcriber(
+            model, options, ModelOptions(device=device, compute_type=compute_type, cpu_threads=threads)
+        )
+        with _progress(enabled=not quiet and sys.stderr.isatty()) as progress:
+            result = transcriber.transcribe(audio, terms, progress=progress)
+        rendered = format_transcript(result, output_format.value, word_timestamps=word_timestamps)
+        _write(rendered, output)
+
+
+def _gather_context(term_files: list[Path], keywords: str | None, text_files: list[Path]):
+    from ctxasr.context.terms import dedupe_terms, parse_keywords, read_term_file, read_text_file
+
+    terms = []
+    for path in term_files:
+        terms.extend(read_term_file(path))
+    if keywords is not None:
+        terms.extend(parse_keywords(keywords))
+    for path in text_files:
+        from ctxasr.context.extract import extract_terms
+
+        found = extract_terms(read_text_file(path))
+        if not found:
+            raise ContextError(str(path), "has no usable term (no rare word, name or acronym found)")
+        # User-listed terms outrank terms guessed from free text.
+        terms.extend(dataclasses.replace(t, weight=t.weight * 0.5) for t in found)
+    return dedupe_terms(terms)
+
+
+def _check_output(output: Path | None, audio: Path) -> None:
+    if output is None:
+        return
+    if output.is_dir():
+        raise CtxasrError(str(output), "is a directory; --output takes a file path")
+    if output.exists() and audio.exists() and output.resolve() == audio.resolve():
+        raise CtxasrError(str(output), "is the input recording; refusing to overwrite it")
+    if not output.parent.exists():
+        raise CtxasrError(str(output), f"folder {str(output.parent)!r} does not exist")
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    # Write beside the target and rename, so an interrupted run never leaves a
+    # half-written file in place of an earlier good one.
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _user_errors:
+    """Turn library errors into one line on stderr and exit status 1."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if err is None or isinstance(err, (typer.Exit, typer.Abort, SystemExit)):
+            return False
+        if os.environ.get("CTXASR_DEBUG"):
+            return False
+        if isinstance(err, KeyboardInterrupt):
+            typer.echo("ctxasr: interrupted", err=True)
+            raise typer.Exit(130)
+        if isinstance(err, CtxasrError):
+            message = str(err)
+        elif isinstance(err, MemoryError):
+            message = "out of memory"
+        else:
+            message = f"unexpected {type(err).__name__}: {err} (set CTXASR_DEBUG=1 for a traceback)"
+        typer.echo(f"ctxasr: error: {' '.join(message.split())}", err=True)
+        raise typer.Exit(1)
+
+
+class _progress:
+    """A rich progress bar on stderr over audio seconds; a no-op when disabled."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar = None
+        self._task = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(
+            TextColumn("transcribing"),
+            BarColumn(),
+            TextColumn("{task.fields[audio]}"),
+            TextColumn("{task.fields[speed]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._bar.__enter__()
+        self._task = self._bar.add_task("transcribe", total=None, audio="", speed="")
+        return self._update
+
+    def _update(self, done: float, total: float | None) -> None:
+        task = self._bar.tasks[0]
+        elapsed = task.elapsed or 0.0
+        speed = f"{done / elapsed:.1f}x real time" if elapsed > 0 else ""
+        shown = f"{_clock(done)} / {_clock(total)}" if total else _clock(done)
+        self._bar.update(self._task, completed=done, total=total, audio=shown, speed=speed)
+
+    def __exit__(self, *exc) -> bool:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+        return False
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

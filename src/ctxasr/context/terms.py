@@ -1,0 +1,115 @@
+"""Context terms and the user-facing formats they come in."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ctxasr.errors import ContextError
+
+
+@dataclass(frozen=True)
+class ContextTerm:
+    """A word or phrase the recording is expected to contain.
+
+    ``weight`` orders terms by relevance (higher first) when not all of them fit the
+    decoder's prompt budget; 1.0 is the default for user-given terms.
+    """
+
+    text: str
+    weight: float = 1.0
+
+
+def parse_term_list(text: str, source: str = "<context>") -> list[ContextTerm]:
+    """Parse a term list: one term or phrase a line, optional ``TAB weight``, ``#`` comments.
+
+    Blank lines and lines starting with ``#`` are skipped; a ``#`` after whitespace starts
+    a trailing comment (so ``C#`` and ``#hashtag``-style terms inside a line survive).
+    Weights must be positive finite numbers.
+
+    Raises:
+        ContextError: a malformed weight (naming the line), or no usable term at all.
+    """
+    terms: list[ContextTerm] = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = _strip_comment(raw).strip()
+        if not line:
+            continue
+        term, _, weight_text = line.partition("\t")
+        weight = 1.0
+        if weight_text.strip():
+            weight = _parse_weight(weight_text.strip(), f"{source}:{lineno}")
+        term = " ".join(term.split())
+        if term:
+            terms.append(ContextTerm(term, weight))
+    if not terms:
+        raise ContextError(source, "has no usable term (only blank lines or comments)")
+    return dedupe_terms(terms)
+
+
+def _strip_comment(line: str) -> str:
+    if line.lstrip().startswith("#"):
+        return ""
+    for marker in (" #", "\t#"):
+        cut = line.find(marker)
+        if cut >= 0:
+            line = line[:cut]
+    return line
+
+
+def _parse_weight(text: str, where: str) -> float:
+    try:
+        weight = float(text)
+    except ValueError:
+        raise ContextError(where, f"weight {text!r} is not a number") from None
+    if not math.isfinite(weight) or weight <= 0:
+        raise ContextError(where, f"weight {text!r} must be a positive number")
+    return weight
+
+
+def read_term_file(path: str | os.PathLike[str]) -> list[ContextTerm]:
+    """Read a UTF-8 term list file (see :func:`parse_term_list`)."""
+    return parse_term_list(read_text_file(path), source=str(path))
+
+
+def read_text_file(path: str | os.PathLike[str]) -> str:
+    """Read a UTF-8 text file (a BOM is allowed), with one-line errors naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise ContextError(str(path), "no such file")
+    if p.is_dir():
+        raise ContextError(str(path), "is a directory, not a text file")
+    try:
+        data = p.read_bytes()
+    except OSError as err:
+        raise ContextError(str(path), f"cannot be read ({err.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ContextError(
+            str(path), f"is not UTF-8 text (invalid byte at offset {err.start})"
+        ) from None
+
+
+def parse_keywords(text: str, source: str = "--keywords") -> list[ContextTerm]:
+    """Parse comma-separated terms: ``"term one, term two"``."""
+    terms = [ContextTerm(" ".join(t.split())) for t in text.split(",") if t.strip()]
+    if not terms:
+        raise ContextError(source, "has no usable term")
+    return dedupe_terms(terms)
+
+
+def dedupe_terms(terms: Iterable[ContextTerm]) -> list[ContextTerm]:
+    """Drop case-insensitive repeats, keeping the first spelling and the highest weight."""
+    best: dict[str, ContextTerm] = {}
+    for term in terms:
+        key = term.text.casefold()
+        seen = best.get(key)
+        if seen is None:
+            best[key] = term
+        elif term.weight > seen.weight:
+            best[key] = ContextTerm(seen.text, term.weight)
+    return list(best.values())
