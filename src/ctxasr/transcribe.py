@@ -11,8 +11,8 @@ recording's length.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from ctxasr.audio import SAMPLE_RATE, probe, stream_audio
 from ctxasr.context.prompt import EMPTY_PROMPT, PROMPT_BUDGET, Prompt, build_prompt
+from ctxasr.context.spelling import TermSpeller, respell_text
 from ctxasr.context.terms import ContextTerm, dedupe_terms
 from ctxasr.models import ResolvedModel, resolve_model
 from ctxasr.results import Segment, Transcript, Word
@@ -46,6 +47,8 @@ class TranscribeOptions:
     # room; it keeps spelling and punctuation consistent from window to window.
     condition_on_previous_text: bool = True
     prompt_budget: int = PROMPT_BUDGET  # tokens
+    # Respell decoded near-misses of the offered terms ("there under" -> "thereunder").
+    respell_terms: bool = True
     vad: VadOptions = field(default_factory=VadOptions)
 
 
@@ -73,11 +76,9 @@ class Transcriber:
         options: TranscribeOptions = TranscribeOptions(),
         model_options: ModelOptions = ModelOptions(),
     ) -> None:
-        from faster_whisper import WhisperModel
-
         self.resolved: ResolvedModel = resolve_model(model)
         self.options = options
-        self._model = WhisperModel(
+        self._model = _prompted_model_class()(
             self.resolved.path,
             device=model_options.device,
             compute_type=model_options.compute_type,
@@ -121,6 +122,36 @@ class Transcriber:
         for window, samples in _windows(blocks, opts.vad, run.note_samples):
             run.decode(window, samples)
         return run.result()
+
+
+@functools.lru_cache(maxsize=1)
+def _prompted_model_class() -> type:
+    from faster_whisper import WhisperModel
+
+    class PromptedWhisperModel(WhisperModel):
+        """faster-whisper with the context terms in the prompt of every 30 s seek.
+
+        faster-whisper puts an initial prompt only before the first seek, where later
+        text soon pushes it out, and adds ``hotwords`` beside up to 223 tokens of
+        previous text, over Whisper's prompt length. Here the ``hotwords`` string
+        carries the rendered context, which always comes first; the previous text
+        fills only what the 223-token budget leaves.
+        """
+
+        def get_prompt(self, tokenizer, previous_tokens, without_timestamps=False,
+                       prefix=None, hotwords=None):  # fmt: skip
+            if not hotwords or prefix:
+                return super().get_prompt(tokenizer, previous_tokens, without_timestamps,
+                                          prefix, hotwords)  # fmt: skip
+            context = tokenizer.encode(" " + hotwords.strip())[:PROMPT_BUDGET]
+            room = PROMPT_BUDGET - len(context)
+            tail = list(previous_tokens[-room:]) if room > 0 and previous_tokens else []
+            prompt = [tokenizer.sot_prev, *context, *tail, *tokenizer.sot_sequence]
+            if without_timestamps:
+                prompt.append(tokenizer.no_timestamps)
+            return prompt
+
+    return PromptedWhisperModel
 
 
 def _as_term(term: ContextTerm | str) -> ContextTerm:
@@ -171,6 +202,7 @@ class _Run:
         self.owner, self.opts, self.prompt = owner, opts, prompt
         self.progress, self.total = progress, total
         self.segments: list[Segment] = []
+        self.speller = TermSpeller(prompt.terms) if opts.respell_terms and prompt.terms else None
         self.previous: list[int] = []  # tokens of the previous window's text
         self.samples = 0
         self.language = opts.language
@@ -190,7 +222,8 @@ class _Run:
             log_prob_threshold=opts.log_prob_threshold,
             no_speech_threshold=opts.no_speech_threshold,
             condition_on_previous_text=opts.condition_on_previous_text,
-            initial_prompt=self._prompt_tokens() or None,
+            hotwords=self.prompt.text.strip() or None,
+            initial_prompt=self._previous_tail() or None,
             word_timestamps=opts.word_timestamps,
             vad_filter=False,
         )
@@ -199,9 +232,14 @@ class _Run:
         for seg in decoded:
             if _echoes_prompt(seg.text, self.prompt.terms):
                 continue
-            self.segments.append(_shift(seg, offset, window.end / SAMPLE_RATE))
-            window_text.append(seg.text)
+            shifted = _shift(seg, offset, window.end / SAMPLE_RATE)
+            if self.speller is not None:
+                shifted = _respell(shifted, self.speller)
+            self.segments.append(shifted)
+            window_text.append(shifted.text)
             hot = hot or (seg.temperature or 0.0) > 0.5
+            if self.progress is not None:
+                self.progress(offset + seg.end, self.total)
         self.language = self.language or _info.language
         if opts.condition_on_previous_text and window_text and not hot:
             self.previous = self.owner.encode("".join(window_text))
@@ -210,10 +248,9 @@ class _Run:
         if self.progress is not None:
             self.progress(window.end / SAMPLE_RATE, self.total)
 
-    def _prompt_tokens(self) -> list[int]:
+    def _previous_tail(self) -> list[int]:
         room = self.opts.prompt_budget - len(self.prompt.tokens)
-        tail = self.previous[-room:] if room > 0 and self.previous else []
-        return list(self.prompt.tokens) + tail
+        return self.previous[-room:] if room > 0 and self.previous else []
 
     def result(self) -> Transcript:
         duration = self.samples / SAMPLE_RATE
@@ -252,7 +289,20 @@ def _shift(seg, offset: float, limit: float) -> Segment:  # seg: faster_whisper 
     )
 
 
-_WORD = re.compile(r"[\w'’-]+")
+def _respell(segment: Segment, speller: TermSpeller) -> Segment:
+    if segment.words is None:
+        return dataclasses.replace(segment, text=respell_text(segment.text, speller))
+    words = list(segment.words)
+    for r in reversed(speller.respell([w.word for w in words])):
+        span = words[r.start : r.end]
+        merged = Word(
+            start=span[0].start,
+            end=span[-1].end,
+            word=" " + r.text,
+            probability=min(w.probability for w in span),
+        )
+        words[r.start : r.end] = [merged]
+    return dataclasses.replace(segment, text="".join(w.word for w in words), words=tuple(words))
 
 
 def _echoes_prompt(text: str, terms: Sequence[str]) -> bool:

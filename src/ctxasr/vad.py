@@ -3,8 +3,8 @@
 Silero VAD (the ONNX model that ships inside faster-whisper) gives a speech probability
 for every 32 ms frame. :class:`SileroVad` runs it on a stream of blocks, carrying the
 model's recurrent state across blocks, so an hour of audio never has to be in memory.
-:class:`WindowPlanner` turns those probabilities into windows of at most 30 s (Whisper's
-input length), cut at pauses, that skip long silences.
+:class:`WindowPlanner` turns those probabilities into windows of bounded length, cut at
+pauses, that skip long silences.
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ class VadOptions:
     min_silence_s: float = 0.3  # silence shorter than this does not end a speech run
     max_gap_s: float = 2.0  # a pause longer than this ends a window; the pause is skipped
     speech_pad_s: float = 0.3  # audio kept on each side of speech so word edges survive
-    max_window_s: float = 30.0  # longest window: Whisper's input is 30 s
+    # Longest window, decoded in one call (Whisper's own 30 s seek loop runs inside it,
+    # cutting where the model's timestamps say a sentence ends). It bounds memory: the
+    # features of 4 minutes cost about 100 MB while they are computed.
+    max_window_s: float = 240.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class WindowPlanner:
         self._frame = 0  # index of the next frame to be pushed
         self._in_speech = False
         self._run_start = 0
+        self._continued = False  # the open run is the rest of one cut at the window limit
         self._silence_start: int | None = None
         self._runs: list[tuple[int, int]] = []  # closed speech runs of the open window
         self._probs: deque[float] = deque(maxlen=self._max_len + 1)  # recent history
@@ -163,6 +167,7 @@ class WindowPlanner:
         if not self._in_speech:
             if p >= o.threshold:
                 self._in_speech, self._run_start, self._silence_start = True, f, None
+                self._continued = False
             elif self._runs and f - self._runs[-1][1] > self._max_gap:
                 self._emit(None, end_pad=self._pad)  # a long pause: nothing will join
             return
@@ -178,7 +183,8 @@ class WindowPlanner:
         self._split_long_speech(f + 1)
 
     def _add_run(self, start: int, end: int) -> None:
-        if end - start < self._min_speech:
+        # The rest of a run cut at the window limit is speech however short it is.
+        if end <= start or (end - start < self._min_speech and not self._continued):
             return
         if self._runs:
             window_start, last_end = self._runs[0][0], self._runs[-1][1]
@@ -205,7 +211,7 @@ class WindowPlanner:
             cut = now
         self._runs = [(self._run_start, cut)]
         self._emit(None, end_pad=0)
-        self._run_start = cut
+        self._run_start, self._continued = cut, True
 
     def _emit(self, total_samples: int | None, end_pad: int) -> None:
         if not self._runs:

@@ -1,0 +1,92 @@
+"""End-to-end transcription with the packaged tiny.en model on real recordings."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from ctxasr import ContextTerm, Transcript
+from ctxasr.audio import SAMPLE_RATE, load_audio
+from ctxasr.context.prompt import PROMPT_BUDGET
+
+pytestmark = pytest.mark.model
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def test_stereo_44k_recording_is_transcribed(transcriber, audio_dir):
+    result = transcriber.transcribe(audio_dir / "jfk.flac")
+    assert isinstance(result, Transcript)
+    assert " ".join(words(result.text)).endswith("ask what you can do for your country")
+    assert "fellow americans" in " ".join(words(result.text))
+    assert result.duration == pytest.approx(11.0, abs=0.05)
+    assert result.model == "tiny.en" and result.language == "en"
+    assert result.context_used == ()
+    starts = [s.start for s in result.segments]
+    assert starts == sorted(starts) and all(0 <= s.start < s.end <= 11.0 for s in result.segments)
+
+
+def test_context_terms_come_out_spelled_as_listed(transcriber, audio_dir):
+    # Without context, tiny.en writes "there under", "idles" and "Burkett"/"Birkett";
+    # with the terms listed it must use their spelling.
+    plain = transcriber.transcribe(audio_dir / "LJ050-0131.wav").text
+    assert "thereunder" not in plain
+    biased = transcriber.transcribe(audio_dir / "LJ050-0131.wav", context=["thereunder"])
+    assert "thereunder" in words(biased.text)
+    assert biased.context_used == ("thereunder",)
+
+    plain8k = words(transcriber.transcribe(audio_dir / "1272-128104-0004_8k.wav").text)
+    assert "idylls" not in plain8k and "birket" not in plain8k
+    terms = ["Linnell's", "idylls", "Birket", "Carker", "Collier", "shampooer"]
+    biased8k = transcriber.transcribe(audio_dir / "1272-128104-0004_8k.wav", context=terms)
+    for term in terms:
+        assert term in biased8k.text, term
+
+
+def test_context_reaches_every_window(transcriber, audio_dir):
+    # Two utterances 4 s apart become two decoder windows; the term must be used in both.
+    clip = load_audio(audio_dir / "LJ050-0131.wav")
+    gap = np.zeros(4 * SAMPLE_RATE, dtype=np.float32)
+    audio = np.concatenate([clip, gap, clip])
+    result = transcriber.transcribe(audio, context=["thereunder"])
+    assert words(result.text).count("thereunder") == 2
+    second = len(clip) / SAMPLE_RATE + 4.0
+    assert any(s.start >= second - 0.5 for s in result.segments)
+    assert result.duration == pytest.approx(len(audio) / SAMPLE_RATE)
+
+
+@pytest.mark.parametrize("kind", ["zeros", "faint-noise"])
+def test_silence_with_a_large_context_gives_an_empty_transcript(transcriber, kind):
+    rng = np.random.default_rng(0)
+    n = 20 * SAMPLE_RATE
+    audio = np.zeros(n, np.float32) if kind == "zeros" else rng.normal(0, 1e-3, n).astype(np.float32)
+    terms = [f"Zorbulon{i}" for i in range(1000)]
+    for context in ((), terms):
+        result = transcriber.transcribe(audio, context=context)
+        assert result.text == "" and result.segments == ()
+    assert len(result.context_used) > 0  # the terms were offered, and none came out
+
+
+def test_large_context_is_cut_to_the_prompt_budget_most_relevant_first(transcriber):
+    terms = [ContextTerm(f"term{i}", weight=1.0) for i in range(1000)]
+    terms.append(ContextTerm("Quilter", weight=5.0))
+    prompt = transcriber.prompt_for(terms)
+    assert prompt.terms[0] == "Quilter"
+    assert 0 < len(prompt.tokens) <= PROMPT_BUDGET
+    assert len(prompt.terms) < 1001
+
+
+def test_word_timestamps_are_ordered_and_inside_the_recording(transcriber, audio_dir):
+    from dataclasses import replace
+
+    opts = replace(transcriber.options, word_timestamps=True)
+    result = transcriber.transcribe(audio_dir / "1272-128104-0000.wav", options=opts)
+    ws = result.words
+    assert len(ws) >= 15
+    assert all(0 <= w.start <= w.end <= result.duration + 1e-6 for w in ws)
+    assert [w.start for w in ws] == sorted(w.start for w in ws)
+    assert "".join(w.word for w in ws).strip() == result.text
