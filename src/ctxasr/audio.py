@@ -20,6 +20,7 @@ from ctxasr.errors import AudioError
 
 SAMPLE_RATE = 16_000  # Hz: what Whisper and Silero VAD expect
 BLOCK_SECONDS = 10.0  # seconds of audio per block yielded by stream_audio
+_S32_SCALE = np.float32(1 / 2**31)  # int32 sample -> [-1, 1)
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,12 @@ def stream_audio(
     pending_len = 0
     with _open(checked) as container:
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        # Integer output makes FFmpeg normalise its downmix matrix (stereo becomes
+        # (L + R) / 2, as in Whisper's own `ffmpeg -ac 1`); float output would not, and
+        # full-scale stereo or 5.1 would come out beyond [-1, 1].
+        resampler = av.AudioResampler(format="s32", layout="mono", rate=SAMPLE_RATE)
         for frame in _resample(_decoded_frames(container, stream, checked), resampler):
-            samples = frame.to_ndarray().reshape(-1)
+            samples = frame.to_ndarray().reshape(-1).astype(np.float32) * _S32_SCALE
             pending.append(samples)
             pending_len += samples.shape[0]
             while pending_len >= block:

@@ -44,20 +44,23 @@ def build_prompt(
     that do not fit are left out; smaller ones further down may still fit.
     """
     # GPT-2 style BPE pre-splits text at spaces and punctuation, so the tokens of
-    # " a, b" are exactly those of " a" + "," + " b": the cost of each term can be
-    # counted on its own without re-encoding the whole prompt.
-    separator = encode(SEPARATOR)
-    tokens: list[int] = []
+    # " a, b" are exactly those of " a," + " b": each term can be costed on its own
+    # without re-encoding the whole prompt. The separator is encoded with the term
+    # before it because a term's trailing punctuation merges with it (" U.S.," ends
+    # in ".,", one token), so " U.S." + "," would not be the prompt's real tokens.
+    tokens: list[int] = []  # the terms so far, each followed by the separator
     used: list[str] = []
+    last: list[int] = []  # the last term's tokens without the separator
+    last_with_separator = 0
     for term in rank_terms(terms):
         piece = encode(" " + term.text)
-        cost = len(piece) + (len(separator) if used else 0)
-        if len(tokens) + cost > budget:
+        if len(tokens) + len(piece) > budget:
             continue
-        if used:
-            tokens.extend(separator)
-        tokens.extend(piece)
+        with_separator = encode(" " + term.text + SEPARATOR)
+        tokens.extend(with_separator)
         used.append(term.text)
+        last, last_with_separator = piece, len(with_separator)
     if not used:
         return EMPTY_PROMPT
+    tokens[-last_with_separator:] = last
     return Prompt(text=" " + ", ".join(used), tokens=tuple(tokens), terms=tuple(used))
