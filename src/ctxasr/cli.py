@@ -93,6 +93,27 @@ def transcribe(
         _write(rendered, output)
 
 
+class Normalization(str, Enum):
+    none = "none"
+    whisper = "whisper"
+
+
+@app.command()
+def score(
+    refs: Annotated[Path, typer.Option("--refs", help="Biasing reference TSV: id, text, JSON rare words[, biasing list].")],
+    hyps: Annotated[Path, typer.Option("--hyps", help="Hypotheses TSV: id TAB text.")],
+    normalize: Annotated[
+        Normalization, typer.Option("--normalize", help="none: the benchmark's own scoring; whisper: Whisper's English normaliser on all sides.")
+    ] = Normalization.none,
+) -> None:
+    """Score hypotheses as the LibriSpeech biasing benchmark does: WER, U-WER, B-WER."""
+    with _user_errors():
+        from ctxasr.eval import format_scores, read_hyps, read_refs, score_corpus
+
+        scores = score_corpus(read_refs(refs), read_hyps(hyps), normalize=normalize.value)
+        sys.stdout.write(format_scores(scores, normalize=normalize.value))
+
+
 def _gather_context(term_files: list[Path], keywords: str | None, text_files: list[Path]):
     from ctxasr.context.terms import dedupe_terms, parse_keywords, read_term_file, read_text_file
 
