@@ -54,6 +54,17 @@ def _ctx(transcriber, path: str, context=()) -> tuple[str, float]:
     return result.text, result.duration
 
 
+def wer(refs: list[str], hyps: list[str]) -> float:
+    """Corpus WER in percent, Whisper-normalised (cased, punctuated output vs references)."""
+    from ctxasr.eval import score_text
+
+    total = None
+    for ref, hyp in zip(refs, hyps):
+        scores = score_text(ref, hyp, [], normalize="whisper")
+        total = scores if total is None else total + scores
+    return total.wer.error_rate
+
+
 def short_files(data: Path) -> dict:
     """Alternate the two systems file by file; return totals in seconds."""
     from ctxasr import Transcriber
@@ -63,16 +74,20 @@ def short_files(data: Path) -> dict:
     for path in (str(data / rows[0]["audio"]),) * 2:  # warm both up
         _plain(plain, path), _ctx(ctx, path)
     totals = {"faster-whisper": 0.0, "ctxasr": 0.0}
+    texts: dict[str, list[str]] = {"faster-whisper": [], "ctxasr": []}
     audio = 0.0
     for i, row in enumerate(rows):
         path = str(data / row["audio"])
         order = [("faster-whisper", lambda: _plain(plain, path)), ("ctxasr", lambda: _ctx(ctx, path))]
         for name, run in order if i % 2 == 0 else order[::-1]:
             start = time.perf_counter()
-            _text, duration = run()
+            text, duration = run()
             totals[name] += time.perf_counter() - start
+            texts[name].append(text)
         audio += duration
-    return {"files": len(rows), "audio_s": audio, **totals}
+    refs = [row["text"] for row in rows]
+    return {"files": len(rows), "audio_s": audio, **totals,
+            "wer": {name: wer(refs, hyps) for name, hyps in texts.items()}}
 
 
 def build_long_file(data: Path, hours: float) -> Path:
@@ -82,22 +97,27 @@ def build_long_file(data: Path, hours: float) -> Path:
     from ctxasr.audio import SAMPLE_RATE, load_audio
 
     target = WORK / f"long_{hours:g}h.flac"
-    if target.exists():
+    reference = target.with_suffix(".txt")
+    if target.exists() and reference.exists():
         return target
     WORK.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
     clips = [load_audio(data / r["audio"]) for r in rows]
     pause = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
     need, written = int(hours * 3600 * SAMPLE_RATE), 0
+    texts: list[str] = []
     tmp = target.with_suffix(".tmp.flac")
     with sf.SoundFile(tmp, "w", samplerate=SAMPLE_RATE, channels=1, subtype="PCM_16") as out:
         while written < need:
-            for clip in clips:
+            for row, clip in zip(rows, clips):
+                whole = clip.shape[0] + pause.shape[0] <= need - written
                 piece = np.concatenate([clip, pause])[: need - written]
                 out.write(piece)
                 written += piece.shape[0]
-                if written >= need:
-                    break
+                if not whole:
+                    break  # a clip cut short has no exact reference: stop before it
+                texts.append(row["text"])
+    reference.write_text("\n".join(texts) + "\n")
     tmp.rename(target)
     return target
 
@@ -114,7 +134,7 @@ def worker(system: str, path: str) -> None:
     wall = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({"wall_s": wall, "load_s": load, "audio_s": duration,
-                      "peak_rss_mib": peak_kib / 1024, "words": len(text.split())}))
+                      "peak_rss_mib": peak_kib / 1024, "text": text}))
 
 
 def long_file(path: Path) -> dict:
@@ -125,6 +145,9 @@ def long_file(path: Path) -> dict:
             check=True, capture_output=True, text=True,
         )
         out[system] = json.loads(proc.stdout.strip().splitlines()[-1])
+    reference = path.with_suffix(".txt").read_text()
+    for result in out.values():
+        result["wer"] = wer([reference], [result.pop("text")])
     return out
 
 
@@ -137,17 +160,20 @@ def render(short: dict, long: dict, long_path: Path) -> str:
         f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}. "
         "No context given to ctxasr (the target: at most 1.1x the wall time of faster-whisper).",
         "",
-        "| set | audio | faster-whisper wall | ctxasr wall | ratio ctxasr/fw | RTF fw | RTF ctxasr | peak RSS fw | peak RSS ctxasr |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| set | audio | faster-whisper wall | ctxasr wall | ratio ctxasr/fw | RTF fw | RTF ctxasr "
+        "| peak RSS fw | peak RSS ctxasr | WER fw | WER ctxasr |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         f"| real-speech ({short['files']} files, one process, alternating) | {short['audio_s']:.0f} s "
-        f"| {fw:.1f} s | {cx:.1f} s | {cx / fw:.3f} | {fw / short['audio_s']:.4f} | {cx / short['audio_s']:.4f} | – | – |",
+        f"| {fw:.1f} s | {cx:.1f} s | {cx / fw:.3f} | {fw / short['audio_s']:.4f} | {cx / short['audio_s']:.4f} "
+        f"| – | – | {short['wer']['faster-whisper']:.2f}% | {short['wer']['ctxasr']:.2f}% |",
         f"| {long_path.name} (fresh process each) | {lc['audio_s'] / 60:.0f} min "
         f"| {lf['wall_s']:.1f} s | {lc['wall_s']:.1f} s | {lc['wall_s'] / lf['wall_s']:.3f} "
         f"| {lf['wall_s'] / lf['audio_s']:.4f} | {lc['wall_s'] / lc['audio_s']:.4f} "
-        f"| {lf['peak_rss_mib']:.0f} MiB | {lc['peak_rss_mib']:.0f} MiB |",
+        f"| {lf['peak_rss_mib']:.0f} MiB | {lc['peak_rss_mib']:.0f} MiB | {lf['wer']:.2f}% | {lc['wer']:.2f}% |",
         "",
-        f"Words out on the long file: faster-whisper {lf['words']}, ctxasr {lc['words']}. "
-        "RTF = processing seconds / audio seconds (lower is faster); model load excluded.",
+        "RTF = processing seconds / audio seconds (lower is faster); model load excluded. "
+        "WER: Whisper-normalised, against the references (the long file's reference is the "
+        "concatenation of the clips' references).",
         "",
     ]
     return "\n".join(lines)

@@ -61,6 +61,25 @@ def test_single_utterance_gives_one_padded_window():
     assert plan(frames(400, [(100, 200)])) == [Window(100 * F - PAD, 200 * F + PAD)]
 
 
+def test_short_lead_in_and_tail_are_kept_like_plain_whisper():
+    # Speech from 1.0 s to 6.4 s of a 7.7 s recording: both pauses are under max_gap
+    # (2 s), so the window is the whole recording, as plain Whisper would decode it.
+    total = 240 * F
+    assert plan(frames(240, [(31, 200)]), total=total) == [Window(0, total)]
+
+
+def test_long_lead_in_and_tail_are_still_cut():
+    # 3.2 s of silence before and 6.4 s after: longer than max_gap, so padded only.
+    assert plan(frames(500, [(100, 300)])) == [Window(100 * F - PAD, 300 * F + PAD)]
+
+
+def test_lead_in_is_not_kept_when_it_would_overflow_the_window():
+    options = VadOptions(max_window_s=5.0)
+    windows = plan(frames(400, [(50, 180)]), options=options)  # speech 1.6 s .. 5.76 s
+    assert windows[0].start == 50 * F - PAD
+    assert all(w.duration <= 5.0 for w in windows)
+
+
 def test_padding_is_clamped_to_the_recording():
     total = 400 * F - 100  # the last frame is partial
     windows = plan(frames(400, [(2, 399)]), total=total)
@@ -138,7 +157,8 @@ def test_the_rest_of_a_cut_run_is_kept_however_short():
 
     windows = plan(frames(300, [(10, 151)]), options=options)
 
-    assert windows == [Window(10 * F - PAD, 149 * F), Window(149 * F, 151 * F + PAD)]
+    # (the first window starts at 0: its speech begins within a short pause of the start)
+    assert windows == [Window(0, 149 * F), Window(149 * F, 151 * F + PAD)]
 
 
 def test_default_window_limit_is_respected_too():

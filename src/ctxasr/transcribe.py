@@ -22,6 +22,7 @@ from ctxasr.audio import SAMPLE_RATE, probe, stream_audio
 from ctxasr.context.prompt import EMPTY_PROMPT, PROMPT_BUDGET, Prompt, build_prompt
 from ctxasr.context.spelling import TermSpeller, respell_text
 from ctxasr.context.terms import ContextTerm, dedupe_terms
+from ctxasr.errors import AudioError
 from ctxasr.models import ResolvedModel, resolve_model
 from ctxasr.results import Segment, Transcript, Word
 from ctxasr.vad import SileroVad, VadOptions, Window, WindowPlanner
@@ -46,7 +47,9 @@ class TranscribeOptions:
     # The previous window's text follows the context terms in the prompt when there is
     # room; it keeps spelling and punctuation consistent from window to window.
     condition_on_previous_text: bool = True
-    prompt_budget: int = PROMPT_BUDGET  # tokens
+    # Tokens of the prompt the context terms may take (Whisper's whole prompt is capped
+    # at 223 tokens; the previous window's text gets what the terms leave).
+    prompt_budget: int = PROMPT_BUDGET
     # Respell decoded near-misses of the offered terms ("there under" -> "thereunder").
     respell_terms: bool = True
     vad: VadOptions = field(default_factory=VadOptions)
@@ -90,12 +93,14 @@ class Transcriber:
         """Token ids of ``text`` in the model's vocabulary (no special tokens)."""
         return self._model.hf_tokenizer.encode(text, add_special_tokens=False).ids
 
-    def prompt_for(self, context: Iterable[ContextTerm | str]) -> Prompt:
-        """The decoder prompt that ``context`` yields within the prompt budget."""
+    def prompt_for(
+        self, context: Iterable[ContextTerm | str], options: TranscribeOptions | None = None
+    ) -> Prompt:
+        """The decoder prompt that ``context`` yields within the options' prompt budget."""
         terms = dedupe_terms(_as_term(t) for t in context)
         if not terms:
             return EMPTY_PROMPT
-        return build_prompt(terms, self.encode, self.options.prompt_budget)
+        return build_prompt(terms, self.encode, (options or self.options).prompt_budget)
 
     def transcribe(
         self,
@@ -111,8 +116,10 @@ class Transcriber:
             AudioError: the recording is missing, unreadable, corrupt or empty.
         """
         opts = options or self.options
-        prompt = self.prompt_for(context)
+        prompt = self.prompt_for(context, opts)
         if isinstance(audio, np.ndarray):
+            if audio.size == 0:
+                raise AudioError("<samples>", "contains no audio samples (zero-length audio)")
             blocks: Iterable[np.ndarray] = _blocks_of(audio)
             total: float | None = audio.shape[0] / SAMPLE_RATE
         else:

@@ -122,6 +122,8 @@ class WindowPlanner:
         self._pad = round(options.speech_pad_s * SAMPLE_RATE)
         # The window's speech must leave room for padding on both sides.
         self._max_len = frames(options.max_window_s - 2 * options.speech_pad_s)
+        self._max_samples = round(options.max_window_s * SAMPLE_RATE)
+        self._max_gap_samples = round(options.max_gap_s * SAMPLE_RATE)
         self._frame = 0  # index of the next frame to be pushed
         self._in_speech = False
         self._run_start = 0
@@ -141,7 +143,10 @@ class WindowPlanner:
             first = self._run_start
         else:
             first = self._frame
-        return max(self._last_end, first * FRAME_SAMPLES - self._pad)
+        needed = max(self._last_end, first * FRAME_SAMPLES - self._pad)
+        if self._last_end == 0 and needed <= self._max_gap_samples:
+            return 0  # the first window may still start at the recording's start
+        return needed
 
     def push(self, probs: np.ndarray) -> list[Window]:
         """Consume probabilities of the next frames; return windows now closed."""
@@ -220,6 +225,15 @@ class WindowPlanner:
         end = self._runs[-1][1] * FRAME_SAMPLES + end_pad
         if total_samples is not None:
             end = min(end, total_samples)
+            # Short silence before the recording's end is kept, as below for its start.
+            if total_samples - end <= self._max_gap_samples and total_samples - start <= self._max_samples:
+                end = total_samples
+        # Whisper's sequential decoding is sensitive to where its input starts: trimming
+        # a fraction of a second of lead-in can change a whole transcript. A recording
+        # whose speech starts within a short pause is decoded from its very start, as
+        # plain Whisper would, so cutting only ever removes long silences.
+        if self._last_end == 0 and start <= self._max_gap_samples and end <= self._max_samples:
+            start = 0
         self._runs = []
         if end > start:
             self._out.append(Window(start, end))
