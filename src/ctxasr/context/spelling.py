@@ -99,7 +99,11 @@ class TermSpeller:
         best, best_distance = None, allowed + 1
         for term in self._single:
             folded = term.casefold()
-            if folded[0] != word[0] or abs(len(folded) - len(word)) > allowed:
+            if abs(len(folded) - len(word)) > allowed:
+                continue
+            if len(folded) >= 8 and (word.endswith(folded) or word.startswith(folded)):
+                return term  # a short word glued on: "were trivialities" -> "retrivialities"
+            if folded[0] != word[0]:
                 continue
             d = Levenshtein.distance(word, folded, score_cutoff=allowed)
             if d < best_distance:
