@@ -90,3 +90,19 @@ def test_word_timestamps_are_ordered_and_inside_the_recording(transcriber, audio
     assert all(0 <= w.start <= w.end <= result.duration + 1e-6 for w in ws)
     assert [w.start for w in ws] == sorted(w.start for w in ws)
     assert "".join(w.word for w in ws).strip() == result.text
+
+
+def test_progress_reports_audio_time_up_to_the_duration(transcriber, audio_dir):
+    calls: list[tuple[float, float | None]] = []
+    result = transcriber.transcribe(audio_dir / "jfk.flac", progress=lambda d, t: calls.append((d, t)))
+    done = [d for d, _ in calls]
+    assert len(calls) >= 2 and done == sorted(done)
+    assert calls[0][1] == pytest.approx(11.0, abs=0.05)  # the container's duration, up front
+    assert calls[-1] == (result.duration, result.duration)
+
+
+def test_empty_sample_array_is_an_error(transcriber):
+    from ctxasr import AudioError
+
+    with pytest.raises(AudioError, match="no audio samples"):
+        transcriber.transcribe(np.zeros(0, np.float32))
