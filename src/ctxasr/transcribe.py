@@ -223,7 +223,7 @@ class _Run:
     def decode(self, window: Window, samples: np.ndarray) -> None:
         offset = window.start / SAMPLE_RATE
         opts = self.opts
-        decoded, _info = self.owner._model.transcribe(
+        decoded, info = self.owner._model.transcribe(
             samples,
             language=opts.language,
             beam_size=opts.beam_size,
@@ -250,7 +250,7 @@ class _Run:
             hot = hot or (seg.temperature or 0.0) > 0.5
             if self.progress is not None:
                 self.progress(offset + seg.end, self.total)
-        self.language = self.language or _info.language
+        self.language = self.language or info.language
         if opts.condition_on_previous_text and window_text and not hot:
             self.previous = self.owner.encode("".join(window_text))
         else:
@@ -259,7 +259,7 @@ class _Run:
             self.progress(window.end / SAMPLE_RATE, self.total)
 
     def _previous_tail(self) -> list[int]:
-        room = self.opts.prompt_budget - len(self.prompt.tokens)
+        room = PROMPT_BUDGET - len(self.prompt.tokens)  # Whisper's limit for the whole prompt
         return self.previous[-room:] if room > 0 and self.previous else []
 
     def result(self) -> Transcript:
