@@ -24,9 +24,9 @@ def encode():
 def test_terms_are_rendered_as_a_comma_list_in_the_given_order(encode):
     prompt = build_prompt([T("Kubernetes"), T("etcd"), T("New York")], encode)
 
-    assert prompt.text == " Kubernetes, etcd, New York"
+    assert prompt.text == " Kubernetes, etcd, New York."
     assert prompt.terms == ("Kubernetes", "etcd", "New York")
-    assert list(prompt.tokens) == encode(" Kubernetes, etcd, New York")
+    assert list(prompt.tokens) == encode(" Kubernetes, etcd, New York.")
 
 
 def test_higher_weight_terms_come_first_ties_keep_order(encode):
@@ -55,19 +55,20 @@ def test_a_term_too_long_is_skipped_and_later_short_ones_still_fit(encode):
 
     assert len(encode(" " + long)) > PROMPT_BUDGET
     assert prompt.terms == ("first", "etcd", "gRPC")
-    assert list(prompt.tokens) == encode(" first, etcd, gRPC")
+    assert list(prompt.tokens) == encode(" first, etcd, gRPC.")
 
 
 def test_budget_is_filled_then_smaller_terms_fill_the_rest(encode):
-    # Each "wordNNN" term costs 2 tokens and its separator 1; with a budget of 10 three
-    # fit (8 tokens) and a fourth (11) does not, but a 1-token term still does (10).
+    # Each "wordNNN" term costs 2 tokens and its separator (or the closing full stop) 1;
+    # with a budget of 11 three fit (9 tokens) and a fourth (12) does not, but a
+    # 1-token term still does (11).
     terms = [T("word100"), T("word200"), T("word300"), T("word400"), T("the")]
     assert all(len(encode(" " + t.text)) == 2 for t in terms[:4]) and len(encode(" the")) == 1
 
-    prompt = build_prompt(terms, encode, budget=10)
+    prompt = build_prompt(terms, encode, budget=11)
 
     assert prompt.terms == ("word100", "word200", "word300", "the")
-    assert len(prompt.tokens) == 10
+    assert len(prompt.tokens) == 11
 
 
 PUNCTUATED = ["U.S.", "Ph.D.", "e.g.", '"quoted"', "rock 'n'", "x)", "C#", "AT&T"]
@@ -79,8 +80,11 @@ def test_trailing_punctuation_is_tokenized_as_the_text_is(encode, term):
     # tokens no real text produces.
     prompt = build_prompt([T(term), T("next")], encode)
 
-    assert prompt.text == f" {term}, next"
+    assert prompt.text == f" {term}, next."
     assert list(prompt.tokens) == encode(prompt.text)
+    last = build_prompt([T("next"), T(term, 0.5)], encode)  # ends in the term itself
+    assert last.text == f" next, {term}."
+    assert list(last.tokens) == encode(last.text)
 
 
 def test_a_thousand_terms_fit_the_budget(encode):
@@ -115,12 +119,12 @@ def test_prompt_never_exceeds_budget_and_is_its_own_encoding(encode, terms, budg
 
     if not prompt.terms:
         assert prompt is EMPTY_PROMPT
-        # Nothing fitted: every term alone is over budget.
-        assert all(len(encode(" " + t.text)) > budget for t in terms)
+        # Nothing fitted: every term alone (with the full stop) is over budget.
+        assert all(len(encode(" " + t.text + ".")) > budget for t in terms)
         return
     assert len(prompt.tokens) <= budget
     assert list(prompt.tokens) == encode(prompt.text)
-    assert prompt.text == " " + ", ".join(prompt.terms)
+    assert prompt.text == " " + ", ".join(prompt.terms) + "."
     # Terms come out in rank order.
     ranked = [t.text for t in rank_terms(terms)]
     positions = [ranked.index(t) for t in prompt.terms]
@@ -129,5 +133,5 @@ def test_prompt_never_exceeds_budget_and_is_its_own_encoding(encode, terms, budg
     for term in terms:
         if term.text not in prompt.terms:
             kept_before = [t for t in prompt.terms if ranked.index(t) < ranked.index(term.text)]
-            trial = " " + ", ".join([*kept_before, term.text])
+            trial = " " + ", ".join([*kept_before, term.text]) + "."
             assert len(encode(trial)) > budget

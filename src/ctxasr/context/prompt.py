@@ -1,8 +1,8 @@
 """Fitting context terms into Whisper's decoder prompt.
 
 Whisper reads up to 223 prompt tokens (half its 448-token text context, less one for
-``<|startofprev|>``). Terms are written as a comma-separated list, the form Whisper
-copies spellings from most reliably, most relevant first, until the budget is spent.
+``<|startofprev|>``). Terms are written as a comma-separated list ending in a full stop, most relevant first,
+until the budget is spent.
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ from ctxasr.context.terms import ContextTerm
 
 PROMPT_BUDGET = 223  # tokens: n_text_ctx // 2 - 1 for every Whisper model
 SEPARATOR = ","
+# The list ends with a full stop so that the transcript starts as a new sentence: with
+# a bare word at the prompt's end Whisper may take the speech's first words for the
+# rest of the prompt and drop them ("Mister Quilter is..." after a prompt " quilter"
+# came out as "is the apostle...").
+TERMINATOR = "."
 
 
 @dataclass(frozen=True)
@@ -44,23 +49,24 @@ def build_prompt(
     that do not fit are left out; smaller ones further down may still fit.
     """
     # GPT-2 style BPE pre-splits text at spaces and punctuation, so the tokens of
-    # " a, b" are exactly those of " a," + " b": each term can be costed on its own
-    # without re-encoding the whole prompt. The separator is encoded with the term
-    # before it because a term's trailing punctuation merges with it (" U.S.," ends
-    # in ".,", one token), so " U.S." + "," would not be the prompt's real tokens.
-    tokens: list[int] = []  # the terms so far, each followed by the separator
+    # " a, b." are exactly those of " a," + " b.": each term can be costed on its own
+    # without re-encoding the whole prompt. The punctuation is encoded with the term
+    # before it because a term's own trailing punctuation merges with it (" U.S.,"
+    # ends in ".,", one token), so " U.S." + "," would not be the prompt's real tokens.
+    tokens: list[int] = []  # all terms but the last, each followed by the separator
     used: list[str] = []
-    last: list[int] = []  # the last term's tokens without the separator
-    last_with_separator = 0
+    separated: list[int] = []  # the last term as it reads when another follows it
+    closing: list[int] = []  # the last term with the closing full stop
     for term in rank_terms(terms):
-        piece = encode(" " + term.text)
-        if len(tokens) + len(piece) > budget:
+        as_last = encode(" " + term.text + TERMINATOR)
+        if len(tokens) + len(separated) + len(as_last) > budget:
             continue
-        with_separator = encode(" " + term.text + SEPARATOR)
-        tokens.extend(with_separator)
+        tokens.extend(separated)
+        separated = encode(" " + term.text + SEPARATOR)
+        closing = as_last
         used.append(term.text)
-        last, last_with_separator = piece, len(with_separator)
     if not used:
         return EMPTY_PROMPT
-    tokens[-last_with_separator:] = last
-    return Prompt(text=" " + ", ".join(used), tokens=tuple(tokens), terms=tuple(used))
+    tokens.extend(closing)
+    text = " " + (SEPARATOR + " ").join(used) + TERMINATOR
+    return Prompt(text=text, tokens=tuple(tokens), terms=tuple(used))
