@@ -114,6 +114,48 @@ def score(
         sys.stdout.write(format_scores(scores, normalize=normalize.value))
 
 
+@app.command(name="eval")
+def eval_(
+    manifest: Annotated[Path, typer.Argument(help="NeMo-style JSONL manifest, or a biasing TSV with --audio-dir.")],
+    audio_dir: Annotated[Optional[Path], typer.Option("--audio-dir", help="Audio folder for a biasing TSV (files named <id>.<ext>).")] = None,
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where predictions, metrics, report and plot go.")] = Path("eval-out"),
+    conditions: Annotated[
+        Optional[list[str]], typer.Option("--condition", help="none, context (the manifest's terms) or oracle (true rare words). Repeatable.")
+    ] = None,
+    normalize: Annotated[Normalization, typer.Option("--normalize", help="Text normalisation before scoring.")] = Normalization.whisper,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="As for transcribe.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Transcribe a manifest and score it: WER, U-WER, B-WER per context condition, and RTFx."""
+    with _user_errors():
+        from ctxasr.audio import probe
+        from ctxasr.eval.manifest import read_biasing_tsv, read_manifest
+        from ctxasr.eval.run import evaluate, markdown_table, write_outputs
+        from ctxasr.transcribe import Transcriber
+
+        if manifest.suffix == ".jsonl":
+            items = read_manifest(manifest)
+        elif audio_dir is None:
+            raise typer.BadParameter("a biasing TSV needs --audio-dir", param_hint="--audio-dir")
+        else:
+            items = read_biasing_tsv(manifest, audio_dir)
+        chosen = conditions or (["none", "context"] if any(i.context for i in items) else ["none"])
+        durations = {i.id: i.duration if i.duration is not None else (probe(i.audio).duration or 0.0) for i in items}
+        transcriber = Transcriber(model)
+
+        def recognize(audio, terms):
+            result = transcriber.transcribe(audio, terms)
+            return result.text, result.context_used
+
+        with _progress(enabled=not quiet and sys.stderr.isatty()) as progress:
+            report = evaluate(items, recognize, system=f"ctxasr ({transcriber.resolved.name})",
+                              conditions=chosen, normalize=normalize.value, durations=durations,
+                              progress=progress)
+        paths = write_outputs(report, items, output_dir, title=f"ctxasr eval: {manifest.name}")
+        sys.stdout.write(markdown_table([report]))
+        sys.stdout.write("".join(f"wrote {p}\n" for p in paths.values()))
+
+
 def _gather_context(term_files: list[Path], keywords: str | None, text_files: list[Path]):
     from ctxasr.context.terms import dedupe_terms, parse_keywords, read_term_file, read_text_file
 

@@ -28,6 +28,8 @@ def speller() -> TermSpeller:
         # a rare word one edit from a term takes the term's spelling, possessive kept
         (" Mr. Birkett Foster's landscapes", " Mr. Birket Foster's landscapes"),
         (" and Mr. Birkett's", " and Mr. Birket's"),
+        # a long term split into words one letter off
+        (" review of activities they're under. In", " review of activities thereunder. In"),
         # a short word glued onto a long term
         (" spectators, retrivialities not worth", " spectators, trivialities not worth"),
     ],
@@ -44,6 +46,7 @@ def test_near_misses_take_the_listed_spelling(speller, decoded, expected):
         " the idles were idle",  # "idles" is an ordinary word: not respelled to "idylls"
         " Mr. Parker said",  # different first letter
         " there is nothing under it",  # letters not adjacent
+        " they are under",  # two letters off: a split joins only one edit from a term
         "",
     ],
 )

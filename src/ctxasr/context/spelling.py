@@ -22,6 +22,7 @@ from wordfreq import zipf_frequency
 MAX_SPAN = 4  # decoded words that may join into one term ("p y torch" -> "PyTorch")
 COMMON_ZIPF = 4.0  # a word this frequent is never re-cased: "us" is not "US"
 RARE_ZIPF = 3.0  # only words rarer than this may be respelled to a near neighbour
+LONG_TERM = 8  # letters: a term this long may absorb several decoded words one edit off
 _EDGE = re.compile(r"^(\W*)(.*?)(\W*)$", re.S)
 _POSSESSIVE = ("'s", "’s")
 
@@ -78,11 +79,10 @@ class TermSpeller:
                 term = self._exact.get(_compact(core))
                 if term is not None and (n > 1 or self._may_recase(core, term)):
                     return Respelling(i, i + n, lead + term + suffix + trail)
-            if n == 1:
-                core, suffix = _split_possessive(whole)
-                term = self._near(core)
-                if term is not None:
-                    return Respelling(i, i + 1, lead + term + suffix + trail)
+            core, suffix = _split_possessive(whole)
+            term = self._near(core) if n == 1 else self._near_split(core)
+            if term is not None:
+                return Respelling(i, i + n, lead + term + suffix + trail)
         return None
 
     @staticmethod
@@ -109,6 +109,19 @@ class TermSpeller:
             if d < best_distance:
                 best, best_distance = term, d
         return best
+
+
+    def _near_split(self, core: str) -> str | None:
+        """A long term decoded as several words, one letter off: "they're under"."""
+        letters = _compact(core)
+        if len(letters) < LONG_TERM or not letters.isalpha():
+            return None
+        for term in self._single:
+            folded = _compact(term)
+            if len(folded) >= LONG_TERM and folded[0] == letters[0] and folded[-1] == letters[-1]:
+                if Levenshtein.distance(letters, folded, score_cutoff=1) <= 1:
+                    return term
+        return None
 
 
 def _split_possessive(core: str) -> tuple[str, str]:

@@ -1,0 +1,7 @@
+"""Benchmark data: biasing lists for the LibriSpeech contextual-biasing benchmark
+(:mod:`ctxasr.data.biasing`) and synthetic speech of its reference texts
+(:mod:`ctxasr.data.synth`).
+
+Development tools, not part of transcription: nothing below the shells imports them.
+The package itself imports nothing, so ``ctxasr --help`` stays fast.
+"""

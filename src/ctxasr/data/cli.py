@@ -1,0 +1,121 @@
+"""``ctxasr data``: build benchmark data. Mounted by ``ctxasr.cli`` as
+``app.add_typer(data_app, name="data")``.
+
+Thin commands: parse, call :mod:`ctxasr.data.biasing` or :mod:`ctxasr.data.synth`, print
+a one-line summary on stderr. Errors take the main CLI's path (one line, exit 1):
+``ctxasr.cli`` is imported inside each command, when it is fully loaded, so importing
+this module from it makes no cycle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ctxasr.errors import CtxasrError
+
+data_app = typer.Typer(
+    name="data",
+    help="Build benchmark data: biasing lists of any size, synthetic speech of reference texts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@data_app.command("biasing-lists")
+def biasing_lists(
+    refs: Annotated[
+        Path,
+        typer.Option(
+            "--refs", help="Benchmark reference TSV: id, text, JSON rare words[, biasing list]."
+        ),
+    ],
+    pool: Annotated[
+        Path, typer.Option("--pool", help="Distractor words, one a line (all_rare_words.txt).")
+    ],
+    n: Annotated[
+        int, typer.Option("-n", "--size", min=0, max=100_000, help="Distractors per utterance (N).")
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="Reference TSV to write, with the biasing lists as column 4."
+        ),
+    ],
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed: the same seed writes the same file.")
+    ] = 0,
+    shuffle: Annotated[
+        bool, typer.Option("--shuffle", help="Shuffle each list (default: sorted, as published).")
+    ] = False,
+) -> None:
+    """Biasing lists as in Le et al. 2021: each utterance's rare words plus N random distractors."""
+    from ctxasr.cli import _user_errors
+
+    with _user_errors():
+        from ctxasr.data.biasing import make_biasing_refs
+
+        count, size = make_biasing_refs(refs, pool, n, seed, output, shuffle=shuffle)
+        typer.echo(f"{output}: {count} utterances, N={n}, {size / 1e6:.1f} MB", err=True)
+
+
+@data_app.command("synth")
+def synth(
+    refs: Annotated[
+        list[Path], typer.Option("--refs", help="Benchmark reference TSV. Repeatable.")
+    ],
+    n: Annotated[
+        int,
+        typer.Option("-n", "--count", min=0, help="Utterances to pick from each reference file."),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for audio/ and manifest.jsonl.")
+    ],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed for the selection.")] = 0,
+    voices: Annotated[
+        str | None,
+        typer.Option("--voices", help="Comma-separated espeak-ng voices to cycle through."),
+    ] = None,
+    rates: Annotated[
+        str | None,
+        typer.Option("--rates", help="Comma-separated speaking rates, words per minute."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="Concurrent espeak-ng processes.")
+    ] = 2,
+) -> None:
+    """Speak a seeded sample of reference texts with espeak-ng: 16 kHz WAVs plus a manifest."""
+    from ctxasr.cli import _user_errors
+
+    with _user_errors():
+        from ctxasr.data.synth import SynthOptions, synth_dataset
+
+        options = SynthOptions(workers=workers)
+        if voices is not None:
+            options = dataclasses.replace(options, voices=_split(voices, "--voices"))
+        if rates is not None:
+            options = dataclasses.replace(options, rates=_ints(rates, "--rates"))
+        spoken = synth_dataset(refs, n, seed, output, options)
+        hours = sum(u.duration for u in spoken) / 3600
+        typer.echo(f"{output}: {len(spoken)} utterances, {hours:.2f} h of audio", err=True)
+
+
+def _split(value: str, option: str) -> tuple[str, ...]:
+    items = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not items:
+        raise CtxasrError(option, "is empty")
+    return items
+
+
+def _ints(value: str, option: str) -> tuple[int, ...]:
+    parts = _split(value, option)
+    try:
+        return tuple(int(part) for part in parts)
+    except ValueError:
+        raise CtxasrError(
+            option, f"expected whole numbers separated by commas, got {value!r}"
+        ) from None

@@ -1,0 +1,318 @@
+"""Synthetic speech of benchmark reference texts, spoken by eSpeak NG.
+
+The LibriSpeech audio is not at hand, so a development set is made by speaking a seeded
+sample of the biasing benchmark's reference texts with ``espeak-ng`` (a formant
+synthesiser: robotic, but free, small, offline and deterministic). Variety comes from
+cycling through several English voices and speaking rates.
+
+* **Selection** (:func:`select_ids`): each reference file contributes the ``n`` ids
+  with the smallest ``sha256(f"{seed}:{id}")``. So a selection does not depend on the
+  order of the file, and growing ``n`` keeps the earlier picks.
+* **Voices and rates** (:func:`assign_voices`): the selected utterances, in that hash
+  order and file after file, take the ``(voice, rate)`` pairs in turn, voice varying
+  fastest; with 8 voices and 3 rates every 24 consecutive utterances use every pair once.
+* **Audio**: 16 kHz mono 16-bit PCM WAV, ``OUTDIR/audio/<id>.wav``, resampled from
+  espeak-ng's 22,050 Hz by FFmpeg (PyAV). espeak-ng is deterministic, so the same seed
+  gives the same bytes with the same espeak-ng and FFmpeg versions.
+* **Manifest**: ``OUTDIR/manifest.jsonl``, NeMo style, one JSON object a line (see
+  :meth:`SynthUtterance.to_json`), in selection order.
+
+Files are written atomically (temporary file, then rename). Audio of an earlier run that
+the new selection does not include is left in place; the manifest lists what belongs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import wave
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ctxasr.errors import CtxasrError
+
+# eSpeak NG 1.51 English voices (`espeak-ng --voices=en`) and variants (`+f3`: female 3,
+# `+m3`: male 3; `espeak-ng --voices=variant`). The mbrola voices need extra packages.
+VOICES: tuple[str, ...] = (
+    "en-us",
+    "en-gb",
+    "en-gb-x-rp",
+    "en-gb-scotland",
+    "en-us+f3",
+    "en-gb+f4",
+    "en-029+m3",
+    "en-us-nyc+f2",
+)
+RATES: tuple[int, ...] = (140, 165, 190)  # words per minute; espeak-ng's default is 175
+MIN_RATE, MAX_RATE = 80, 450  # words per minute: what espeak-ng accepts
+ESPEAK_TIMEOUT = 120.0  # seconds per utterance
+MANIFEST_NAME = "manifest.jsonl"
+AUDIO_DIR = "audio"
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    """How to speak: voices and rates to cycle through, and the worker count."""
+
+    voices: tuple[str, ...] = VOICES
+    rates: tuple[int, ...] = RATES  # words per minute
+    workers: int = 2  # concurrent espeak-ng processes
+    espeak: str = "espeak-ng"  # executable name or path
+
+
+@dataclass(frozen=True)
+class SynthItem:
+    """One utterance to speak: its reference row, voice and rate."""
+
+    utt_id: str
+    text: str
+    rare_words: tuple[str, ...]  # sorted
+    context: tuple[str, ...] | None  # the file's biasing list (column 4), if it has one
+    voice: str
+    rate: int  # words per minute
+    source_ref: str  # file name of the reference file it came from
+
+
+@dataclass(frozen=True)
+class SynthUtterance:
+    """A spoken utterance: where its audio is and how long it lasts."""
+
+    item: SynthItem
+    audio_filepath: str  # relative to the manifest's folder
+    duration: float  # seconds
+
+    def to_json(self) -> dict[str, object]:
+        """The manifest row (NeMo's ``audio_filepath``, ``text``, ``duration`` first)."""
+        it = self.item
+        return {
+            "audio_filepath": self.audio_filepath,
+            "text": it.text,
+            "duration": self.duration,
+            "id": it.utt_id,
+            "rare_words": list(it.rare_words),
+            "context": None if it.context is None else list(it.context),
+            "voice": it.voice,
+            "rate": it.rate,
+            "source_ref": it.source_ref,
+        }
+
+
+# --- planning (pure) ---------------------------------------------------------------------
+
+
+def select_ids(ids: Iterable[str], n: int, seed: int) -> list[str]:
+    """The ``n`` ids with the smallest ``sha256(f"{seed}:{id}")``, smallest first."""
+    ranked = sorted(set(ids), key=lambda uid: hashlib.sha256(f"{seed}:{uid}".encode()).digest())
+    if not 0 <= n <= len(ranked):
+        raise CtxasrError(
+            "utterance count", f"must be 0 to {len(ranked)} (the utterances available), got {n}"
+        )
+    return ranked[:n]
+
+
+def assign_voices(count: int, voices: Sequence[str], rates: Sequence[int]) -> list[tuple[str, int]]:
+    """``(voice, rate)`` for ``count`` utterances in turn, voice varying fastest."""
+    if not voices or not rates:
+        raise CtxasrError("voices and rates", "need at least one voice and one rate")
+    return [(voices[i % len(voices)], rates[i // len(voices) % len(rates)]) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class RefRow:
+    """A reference file's row: text, rare words, and the biasing list when present."""
+
+    text: str
+    rare_words: tuple[str, ...]
+    context: tuple[str, ...] | None
+
+
+def read_ref_rows(path: str | Path) -> dict[str, RefRow]:
+    """A benchmark reference file, keeping column 4 (which ``ctxasr.eval.read_refs`` drops)."""
+    from ctxasr.eval import read_refs
+
+    refs = read_refs(path)  # validates ids, field counts and column 3
+    contexts: dict[str, tuple[str, ...]] = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        for lineno, line in enumerate(f, start=1):
+            fields = line.rstrip("\r\n").split("\t")
+            if len(fields) == 4 and line.strip():
+                contexts[fields[0].strip()] = _json_words(f"{path}:{lineno}", fields[3])
+    return {
+        uid: RefRow(ref.text, tuple(sorted(ref.rare_words)), contexts.get(uid))
+        for uid, ref in refs.items()
+    }
+
+
+def _json_words(where: str, field: str) -> tuple[str, ...]:
+    try:
+        words = json.loads(field)
+    except json.JSONDecodeError as err:
+        raise CtxasrError(where, f"biasing list is not JSON: {err.msg}") from None
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise CtxasrError(where, "biasing list must be a JSON list of strings")
+    return tuple(words)
+
+
+def plan_synthesis(
+    sources: Sequence[tuple[str, dict[str, RefRow]]],
+    n_per_ref: int,
+    seed: int,
+    options: SynthOptions = SynthOptions(),
+) -> list[SynthItem]:
+    """What to speak: ``n_per_ref`` utterances of each ``(name, rows)`` source, with voices.
+
+    Raises:
+        CtxasrError: a source has fewer than ``n_per_ref`` utterances, or an id is in
+            two sources (they would share an audio file).
+    """
+    picked: list[tuple[str, str, RefRow]] = []
+    owner: dict[str, str] = {}
+    for name, rows in sources:
+        for uid in select_ids(rows, n_per_ref, seed):
+            if uid in owner:
+                raise CtxasrError(name, f"utterance {uid} is also in {owner[uid]}")
+            owner[uid] = name
+            picked.append((name, uid, rows[uid]))
+    pairs = assign_voices(len(picked), options.voices, options.rates)
+    return [
+        SynthItem(uid, row.text, row.rare_words, row.context, voice, rate, name)
+        for (name, uid, row), (voice, rate) in zip(picked, pairs)
+    ]
+
+
+# --- speaking ------------------------------------------------------------------------------
+
+
+def find_espeak(espeak: str = "espeak-ng") -> str:
+    """The espeak-ng executable's path."""
+    path = shutil.which(espeak)
+    if path is None:
+        raise CtxasrError("espeak-ng", "not installed: apt-get install espeak-ng")
+    return path
+
+
+def speak(text: str, voice: str, rate: int, *, espeak: str = "espeak-ng") -> np.ndarray:
+    """Speak ``text``: shape ``(n,)``, 16 kHz mono float32 in [-1, 1].
+
+    The text goes through stdin, so its length and characters need no quoting.
+    """
+    from ctxasr.audio import load_audio
+
+    exe = find_espeak(espeak)
+    _check_rate(rate)
+    with tempfile.TemporaryDirectory(prefix="ctxasr-espeak-") as tmp:
+        wav = Path(tmp) / "speech.wav"
+        cmd = [exe, "-v", voice, "-s", str(rate), "-w", str(wav), "--stdin"]
+        proc = subprocess.run(
+            cmd,
+            check=False,
+            input=text.encode("utf-8"),
+            capture_output=True,
+            timeout=ESPEAK_TIMEOUT,
+        )
+        if proc.returncode != 0 or not wav.exists():
+            reason = (
+                proc.stderr.decode("utf-8", "replace").strip() or f"exit status {proc.returncode}"
+            )
+            raise CtxasrError(f"espeak-ng -v {voice}", " ".join(reason.split()))
+        return load_audio(wav)
+
+
+def _check_rate(rate: int) -> None:
+    if isinstance(rate, bool) or not isinstance(rate, int) or not MIN_RATE <= rate <= MAX_RATE:
+        raise CtxasrError(
+            "rate", f"must be {MIN_RATE} to {MAX_RATE} words per minute, got {rate!r}"
+        )
+
+
+def check_voices(voices: Iterable[str], *, espeak: str = "espeak-ng") -> None:
+    """Fail early, before any file is written, on a voice espeak-ng does not have."""
+    for voice in dict.fromkeys(voices):
+        speak("test", voice, 175, espeak=espeak)
+
+
+def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
+    """Write float samples in [-1, 1] as mono 16-bit PCM WAV, atomically."""
+    path = Path(path)
+    pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f, wave.open(f, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(sample_rate)
+            w.writeframes(pcm.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _speak_item(item: SynthItem, outdir: Path, espeak: str) -> SynthUtterance:
+    from ctxasr.audio import SAMPLE_RATE
+
+    samples = speak(item.text, item.voice, item.rate, espeak=espeak)
+    relative = f"{AUDIO_DIR}/{item.utt_id}.wav"
+    write_wav(outdir / relative, samples, SAMPLE_RATE)
+    return SynthUtterance(item, relative, samples.shape[0] / SAMPLE_RATE)
+
+
+def synthesize(
+    items: Sequence[SynthItem], outdir: str | Path, options: SynthOptions = SynthOptions()
+) -> list[SynthUtterance]:
+    """Speak every item into ``outdir/audio/`` and write ``outdir/manifest.jsonl``.
+
+    espeak-ng does the work in its own processes, so a thread pool of
+    ``options.workers`` keeps that many of them busy.
+    """
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise CtxasrError(str(outdir), "is a file; the output is a folder")
+    if options.workers < 1:
+        raise CtxasrError("workers", f"must be at least 1, got {options.workers}")
+    for rate in options.rates:
+        _check_rate(rate)
+    check_voices(options.voices, espeak=options.espeak)
+    (outdir / AUDIO_DIR).mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+        spoken = list(pool.map(lambda it: _speak_item(it, outdir, options.espeak), items))
+    write_manifest(outdir / MANIFEST_NAME, spoken)
+    return spoken
+
+
+def write_manifest(path: str | Path, utterances: Iterable[SynthUtterance]) -> None:
+    """One JSON object a line, atomically."""
+    path = Path(path)
+    text = "".join(json.dumps(u.to_json(), ensure_ascii=False) + "\n" for u in utterances)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def synth_dataset(
+    ref_paths: Sequence[str | Path],
+    n_per_ref: int,
+    seed: int,
+    outdir: str | Path,
+    options: SynthOptions = SynthOptions(),
+) -> list[SynthUtterance]:
+    """Read the reference files, pick ``n_per_ref`` utterances of each, speak them."""
+    find_espeak(options.espeak)  # before reading anything: the likeliest failure
+    names = [Path(p).name for p in ref_paths]
+    if len(set(names)) != len(names):
+        raise CtxasrError("--refs", "two reference files have the same name")
+    sources = [(name, read_ref_rows(path)) for name, path in zip(names, ref_paths)]
+    return synthesize(plan_synthesis(sources, n_per_ref, seed, options), outdir, options)
