@@ -274,6 +274,15 @@ def _clock(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _mount_subcommands() -> None:
+    from ctxasr.data.cli import data_app
+
+    app.add_typer(data_app, name="data")
+
+
+_mount_subcommands()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

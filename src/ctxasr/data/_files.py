@@ -1,0 +1,48 @@
+"""Atomic file writes: a temporary file beside the target, renamed over it when complete."""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+
+@functools.cache
+def _file_mode() -> int:
+    """Permissions of a newly created file under the process umask (e.g. 0o644).
+
+    Read once: setting the umask to read it would race with files being created by
+    other threads.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_write(path: str | Path, *, binary: bool = False) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success it replaces ``path``.
+
+    An error (or interrupt) inside the block removes the temporary file and leaves any
+    earlier file at ``path`` untouched. Text is UTF-8 with ``\\n`` line endings. The
+    file gets the usual permissions (``mkstemp`` would leave it readable by its owner
+    only).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, _file_mode())
+        if binary:
+            f = os.fdopen(fd, "wb")
+        else:
+            f = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        with f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
