@@ -169,3 +169,16 @@ def test_score_reproduces_a_published_result():
                   "--hyps", str(bias / "hyp" / f"{name}.gz"))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == (bias / "results" / f"{name}.result").read_text()
+
+
+@pytest.mark.model
+def test_output_file_gets_normal_permissions_and_replaces_atomically(tmp_path):
+    out = tmp_path / "out.txt"
+    out.write_text("earlier result\n")
+    proc = ctxasr("transcribe", str(FIXTURES / "audio" / "1272-128104-0000.wav"), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "apostle" in out.read_text()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary file left

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -191,16 +190,11 @@ def _write(text: str, output: Path | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    # Write beside the target and rename, so an interrupted run never leaves a
-    # half-written file in place of an earlier good one.
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ctxasr.files import atomic_write
+
+    # An interrupted run never leaves a half-written file in place of an earlier one.
+    with atomic_write(output) as f:
+        f.write(text)
 
 
 class _user_errors:

@@ -36,7 +36,7 @@ import random
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from ctxasr.data._files import atomic_write
+from ctxasr.files import atomic_write
 from ctxasr.errors import CtxasrError
 
 MAX_DISTRACTORS = 100_000  # words: the largest N accepted

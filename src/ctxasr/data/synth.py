@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctxasr.data._files import atomic_write
+from ctxasr.files import atomic_write
 from ctxasr.errors import CtxasrError
 
 # eSpeak NG 1.51 English voices (`espeak-ng --voices=en`), some with a variant (`+f2`:
