@@ -108,7 +108,7 @@ def test_read_ref_rows_keeps_the_biasing_list(tmp_path):
     assert rows["a"] == RefRow("hello zed world", ("abc", "zed"), ("abc", "foo", "zed"))
     assert rows["b"] == RefRow("plain", (), None)
     (tmp_path / "bad.tsv").write_text('a\ttext\t[]\t{"x": 1}\n')
-    with pytest.raises(CtxasrError, match="bad.tsv:1: biasing list must be a JSON list"):
+    with pytest.raises(CtxasrError, match="bad.tsv:1: biasing list: must be a JSON list"):
         read_ref_rows(tmp_path / "bad.tsv")
 
 

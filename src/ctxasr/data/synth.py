@@ -146,28 +146,14 @@ class RefRow:
 def read_ref_rows(path: str | Path) -> dict[str, RefRow]:
     """A benchmark reference file, keeping column 4 (which ``ctxasr.eval.read_refs`` drops)."""
     from ctxasr.eval import read_refs
+    from ctxasr.eval.score import read_biasing_lists
 
     refs = read_refs(path)  # validates ids, field counts and column 3
-    contexts: dict[str, tuple[str, ...]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.rstrip("\r\n").split("\t")
-            if len(fields) == 4 and line.strip():
-                contexts[fields[0].strip()] = _json_words(f"{path}:{lineno}", fields[3])
+    contexts = read_biasing_lists(path)
     return {
         uid: RefRow(ref.text, tuple(sorted(ref.rare_words)), contexts.get(uid))
         for uid, ref in refs.items()
     }
-
-
-def _json_words(where: str, field: str) -> tuple[str, ...]:
-    try:
-        words = json.loads(field)
-    except json.JSONDecodeError as err:
-        raise CtxasrError(where, f"biasing list is not JSON: {err.msg}") from None
-    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-        raise CtxasrError(where, "biasing list must be a JSON list of strings")
-    return tuple(words)
 
 
 def plan_synthesis(

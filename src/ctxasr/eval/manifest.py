@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ctxasr.context.terms import read_term_file
 from ctxasr.errors import CtxasrError
-from ctxasr.eval.score import read_refs
+from ctxasr.eval.score import read_biasing_lists, read_refs
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".webm", ".mp4")
 _WORD = re.compile(r"[a-z0-9']+")
@@ -122,7 +122,7 @@ def read_biasing_tsv(
     The biasing list (column 4), when present, is the context.
     """
     refs = read_refs(path)
-    lists = _biasing_lists(Path(path))
+    lists = read_biasing_lists(path)
     index = _audio_index(Path(audio_dir))
     items = []
     for uid, ref in refs.items():
@@ -131,19 +131,6 @@ def read_biasing_tsv(
             raise CtxasrError(str(audio_dir), f"has no audio for utterance {uid!r} ({path})")
         items.append(EvalItem(uid, audio, ref.text, lists.get(uid, ()), ref.rare_words))
     return items
-
-
-def _biasing_lists(path: Path) -> dict[str, tuple[str, ...]]:
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    out = {}
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) >= 4:
-                out[fields[0]] = tuple(json.loads(fields[3]))
-    return out
 
 
 def _audio_index(folder: Path) -> dict[str, Path]:

@@ -438,14 +438,30 @@ def read_refs(path: str | Path) -> dict[str, Reference]:
                 f"list]), got {len(fields)}",
             )
         uid = _utterance_id(where, fields[0], refs)
-        try:
-            rare = json.loads(fields[2])
-        except json.JSONDecodeError as err:
-            raise CtxasrError(where, f"rare words are not JSON: {err.msg}") from None
-        if not isinstance(rare, list) or not all(isinstance(w, str) for w in rare):
-            raise CtxasrError(where, "rare words must be a JSON list of strings")
-        refs[uid] = Reference(fields[1].strip(), frozenset(rare))
+        refs[uid] = Reference(fields[1].strip(), frozenset(_json_words(where, fields[2], "rare words")))
     return refs
+
+
+def read_biasing_lists(path: str | Path) -> dict[str, tuple[str, ...]]:
+    """The biasing lists (column 4) of a reference file, by utterance id; rows without
+    a fourth column have none. Columns 1-3 are checked as :func:`read_refs` does."""
+    read_refs(path)
+    lists: dict[str, tuple[str, ...]] = {}
+    for where, line in _lines(path):
+        fields = line.split("\t")
+        if len(fields) == 4:
+            lists[fields[0].strip()] = tuple(_json_words(where, fields[3], "biasing list"))
+    return lists
+
+
+def _json_words(where: str, field: str, what: str) -> list[str]:
+    try:
+        words = json.loads(field)
+    except json.JSONDecodeError as err:
+        raise CtxasrError(where, f"{what}: not JSON ({err.msg})") from None
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise CtxasrError(where, f"{what}: must be a JSON list of strings")
+    return words
 
 
 def read_hyps(path: str | Path) -> dict[str, str]:
