@@ -11,12 +11,12 @@ import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import av
 import numpy as np
 
 from ctxasr.errors import AudioError
+from ctxasr.files import check_input_file
 
 SAMPLE_RATE = 16_000  # Hz: what Whisper and Silero VAD expect
 BLOCK_SECONDS = 10.0  # seconds of audio per block yielded by stream_audio
@@ -35,13 +35,7 @@ class AudioInfo:
 
 
 def _check_path(path: str | os.PathLike[str]) -> str:
-    p = Path(path)
-    if not p.exists():
-        raise AudioError(str(path), "no such file")
-    if p.is_dir():
-        raise AudioError(str(path), "is a directory, not an audio file")
-    if not os.access(p, os.R_OK):
-        raise AudioError(str(path), "permission denied")
+    p = check_input_file(path, AudioError, "an audio file")
     if p.stat().st_size == 0:
         raise AudioError(str(path), "file is empty (0 bytes)")
     return str(p)

@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary file beside the target, renamed over it when complete."""
+"""Files given by the user: checked before use, and written atomically."""
 
 from __future__ import annotations
 
@@ -9,6 +9,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from ctxasr.errors import CtxasrError
+
+
+def check_input_file(
+    path: str | os.PathLike[str], error: type[CtxasrError], kind: str
+) -> Path:
+    """``path`` as a readable regular file, or ``error`` naming it and the problem.
+
+    ``kind`` says what was expected, e.g. ``"an audio file"``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise error(str(path), "no such file")
+    if p.is_dir():
+        raise error(str(path), f"is a directory, not {kind}")
+    if not os.access(p, os.R_OK):
+        raise error(str(path), "permission denied")
+    return p
 
 
 @functools.cache

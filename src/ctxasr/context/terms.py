@@ -6,9 +6,9 @@ import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ctxasr.errors import ContextError
+from ctxasr.files import check_input_file
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,7 @@ def read_term_file(path: str | os.PathLike[str]) -> list[ContextTerm]:
 
 def read_text_file(path: str | os.PathLike[str]) -> str:
     """Read a UTF-8 text file (a BOM is allowed), with one-line errors naming the file."""
-    p = Path(path)
-    if not p.exists():
-        raise ContextError(str(path), "no such file")
-    if p.is_dir():
-        raise ContextError(str(path), "is a directory, not a text file")
+    p = check_input_file(path, ContextError, "a text file")
     try:
         data = p.read_bytes()
     except OSError as err:
