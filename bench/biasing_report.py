@@ -23,6 +23,7 @@ Writes ``bench/results/biasing_report.md`` and ``bench/results/biasing_report.pn
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
@@ -84,8 +85,8 @@ def run_set(name: str, items: list[EvalItem], pool: WordPool, systems) -> list[E
             start = time.perf_counter()
             report = evaluate(its, recognize, system=system, conditions=[mode], durations=durations)
             result = report.results[0]
-            renamed = type(result)(condition, result.scores, result.audio_seconds, result.processing_seconds)
-            reports.append(EvalReport(f"{system}", report.normalize, (renamed,), report.predictions))
+            renamed = dataclasses.replace(result, condition=condition)
+            reports.append(EvalReport(system, report.normalize, (renamed,), report.predictions))
             print(f"{name} {system} {condition}: B-WER {result.scores.b_wer.error_rate:.2f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
     return reports

@@ -25,13 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from ctxasr.eval.manifest import common_words
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
 RESULTS = HERE / "results"
 _WORD = re.compile(r"[A-Za-z0-9']+")
 
 
-def rare_words(text: str, common: set[str]) -> list[str]:
+def rare_words(text: str, common: frozenset[str]) -> list[str]:
     shout = text.isupper()
     out: list[str] = []
     for word in _WORD.findall(text):
@@ -60,10 +62,8 @@ def transcribe(audio: Path, terms_file: Path | None) -> tuple[dict, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA / "real-speech")
-    parser.add_argument("--common", type=Path,
-                        default=DATA / "librispeech-biasing" / "words" / "common_words_5k.txt")
     args = parser.parse_args()
-    common = {w.strip().lower() for w in args.common.read_text().splitlines() if w.strip()}
+    common = common_words()  # the benchmark's 5k list, packaged with ctxasr
     rows = [json.loads(line) for line in (args.data / "manifest.jsonl").read_text().splitlines()]
     lines = ["| recording | rare words | spelled as listed: no context | with context | missed with context |",
              "|---|---|---|---|---|"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ctxasr.audio import SAMPLE_RATE, probe, stream_audio
+from ctxasr.audio import BLOCK_SECONDS, SAMPLE_RATE, probe, stream_audio
 from ctxasr.context.prompt import EMPTY_PROMPT, PROMPT_BUDGET, Prompt, build_prompt
 from ctxasr.context.spelling import TermSpeller, respell_text
 from ctxasr.context.terms import ContextTerm, dedupe_terms
@@ -168,7 +168,9 @@ def _as_term(term: ContextTerm | str) -> ContextTerm:
     return term if isinstance(term, ContextTerm) else ContextTerm(" ".join(str(term).split()))
 
 
-def _blocks_of(audio: np.ndarray, block: int = 10 * SAMPLE_RATE) -> Iterator[np.ndarray]:
+def _blocks_of(
+    audio: np.ndarray, block: int = int(BLOCK_SECONDS * SAMPLE_RATE)
+) -> Iterator[np.ndarray]:
     if audio.ndim != 1:
         raise ValueError(f"audio samples must have shape (n,), got {audio.shape}")
     for i in range(0, audio.shape[0], block):

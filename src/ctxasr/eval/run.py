@@ -95,8 +95,9 @@ def evaluate(
     ``durations`` (audio seconds by item id) lets progress be reported in audio time;
     without it the manifest's durations are used.
     """
-    for condition in conditions:
-        context_for(items[0], condition) if items else None  # validates the name
+    if items:
+        for condition in conditions:
+            context_for(items[0], condition)  # an unknown name fails before any work
     durations = durations or {i.id: i.duration or 0.0 for i in items}
     total = sum(durations.values()) * len(conditions)
     done = 0.0
