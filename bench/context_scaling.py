@@ -24,9 +24,9 @@ Scores are Whisper-normalised (``score_text``, as ``ctxasr.eval.run.evaluate`` s
 Each utterance's result is appended to ``bench/work/context_scaling/`` as it comes; a
 rerun keeps those of an earlier run when the package code, options, model and word pool
 are unchanged, and runs only what is missing (``--fresh`` starts over). Phonetic indexes
-of 2,000 terms or more are stored in ``bench/work/context_scaling/cache``
-(``$CTXASR_CACHE``; about 5 MB per 100,000-term list), so a rerun loads them instead of
-building them; the report says when it did.
+of 2,000 terms or more are stored in ``bench/work/context_scaling/index-cache``
+(``$CTXASR_CACHE``; about 5 MB per 100,000-term list; emptied on ``--fresh`` or when the
+code changes), so a rerun loads them instead of building them; the report says so.
 
 Usage::
 
@@ -47,6 +47,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -563,19 +564,17 @@ def retrieval_table(
         if o is None:
             continue
         s = retrieval_stats(items, o.rows)
-        build_mean, build_max = s["index_build_s_mean"], s["index_build_s_max"]
-        if not s["index_builds"] and s["index_loads"]:
-            build_mean, build_max = None, None
+        build = f(s["index_build_s_mean"], ".3f")
+        if s["index_loads"]:  # indexes cached by an earlier run: their build was not timed
+            build += f" ({s['index_loads']} loaded from disk, {s['index_load_s_mean']:.3f} s each)"
         share = s["second_pass_share"]
         lines.append(
             f"| {n:,} | {f(s['recall'], '.1%')} ({s['true_picked']}/{s['true_rare_words']}) "
             f"| {f(s['picked_per_utterance'], '.2f')} | {f(s['precision'], '.1%')} "
             f"| {f(s['retrieval_ms_mean'], '.1f')} | {f(s['retrieval_ms_max'], '.1f')} "
-            f"| {f(share, '.0%')} of {s['stretches']} | {f(build_mean, '.3f')} "
-            f"| {f(build_max, '.3f')} |"
+            f"| {f(share, '.0%')} of {s['stretches']} | {build} "
+            f"| {f(s['index_build_s_max'], '.3f')} |"
         )
-        if s["index_loads"]:
-            lines[-1] += f" ({s['index_loads']} loaded from disk, {s['index_load_s_mean']:.3f} s)"
     return "ctxasr phonetic retrieval:\n\n" + "\n".join(lines) + "\n"
 
 
@@ -650,6 +649,17 @@ def fingerprint(pool_path: Path, options: TranscribeOptions, model: str) -> str:
     return h.hexdigest()[:16]
 
 
+def index_cache(folder: Path, stamp: str, fresh: bool) -> Path:
+    """The index cache folder, emptied on --fresh or when the code has changed since this
+    script filled it: an index's file name hashes its terms, not how they were pronounced."""
+    mark = folder / "fingerprint"
+    if mark.is_file() and (fresh or mark.read_text().strip() != stamp):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    mark.write_text(stamp + "\n")
+    return folder
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -710,11 +720,10 @@ def main() -> None:
     args = parser.parse_args()
     sizes = sorted(set(args.sizes))
     systems = [s for s in SYSTEMS if s in args.systems or s == NONE]
-    os.environ["CTXASR_CACHE"] = str(args.work / "cache")  # indexes of >= 2,000 terms
-
     pool = WordPool(read_word_pool(args.pool))
     runner = Systems()
     stamp = fingerprint(args.pool, runner.transcriber.options, runner.transcriber.resolved.path)
+    os.environ["CTXASR_CACHE"] = str(index_cache(args.work / "index-cache", stamp, args.fresh))
     loaders = {"synth": lambda: read_manifest(args.synth), "real": lambda: real_items(args.real)}
     started = time.perf_counter()
     warm = None
