@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 
 import numpy as np
@@ -68,6 +70,10 @@ def test_silence_with_a_large_context_gives_an_empty_transcript(transcriber, kin
     for context in ((), terms):
         result = transcriber.transcribe(audio, context=context)
         assert result.text == "" and result.segments == ()
+        assert result.context_used == ()  # nothing heard, nothing picked
+    whole_list = dataclasses.replace(transcriber.options, retriever="all")
+    result = transcriber.transcribe(audio, context=terms, options=whole_list)
+    assert result.text == "" and result.segments == ()
     assert len(result.context_used) > 0  # the terms were offered, and none came out
 
 

@@ -40,6 +40,12 @@ def _main() -> None:
     """Contextual speech recognition: transcripts that get your terms right."""
 
 
+class Retriever(str, Enum):
+    phonetic = "phonetic"
+    all = "all"
+    none = "none"
+
+
 @app.command()
 def transcribe(
     audio: Annotated[Path, typer.Argument(help="Recording to transcribe (any format FFmpeg reads).")],
@@ -66,6 +72,10 @@ def transcribe(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
     compute_type: Annotated[str, typer.Option("--compute-type", help="int8, float16, float32, ...")] = "int8",
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0: library default).")] = 0,
+    retriever: Annotated[
+        Retriever,
+        typer.Option("--retriever", help="phonetic: a first pass picks the terms it heard for a second pass (any context size); all: the whole list in the prompt, as far as it fits; none: ignore the context."),
+    ] = Retriever.phonetic,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Transcribe a recording, biased towards the terms of a context."""
@@ -82,6 +92,7 @@ def transcribe(
             language=None if language == "auto" else language,
             beam_size=beam_size,
             word_timestamps=word_timestamps,
+            retriever=retriever.value,
         )
         transcriber = Transcriber(
             model, options, ModelOptions(device=device, compute_type=compute_type, cpu_threads=threads)

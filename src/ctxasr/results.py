@@ -28,6 +28,29 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class TermEvidence:
+    """Why a context term was (or was nearly) picked for a stretch of speech."""
+
+    term: str
+    score: float  # 0..1: how well the term's sounds match what the first pass heard
+    span: str  # the first-pass words the term matched
+    in_text: bool  # the first pass already spelled the term as given
+
+
+@dataclass(frozen=True)
+class ContextPick:
+    """The terms picked for one decoder window: its first-pass text and the evidence."""
+
+    start: float  # seconds: the window the first pass decoded
+    end: float
+    heard: str  # the first pass's best text for one 30 s stretch of the window
+    selected: tuple[TermEvidence, ...]  # best first
+    rejected: tuple[TermEvidence, ...]  # close to the threshold, not picked
+    second_pass: bool  # whether the stretch was decoded again with the picked terms
+    seconds: float  # time the retrieval took
+
+
+@dataclass(frozen=True)
 class Transcript:
     """The transcript of one recording."""
 
@@ -37,6 +60,8 @@ class Transcript:
     model: str  # the model's name or path as resolved
     language: str
     context_used: tuple[str, ...] = field(default_factory=tuple)  # terms given to the decoder
+    # With speech-aware pruning: per 30 s stretch, which terms were picked and why.
+    picks: tuple[ContextPick, ...] = field(default_factory=tuple)
 
     @property
     def words(self) -> tuple[Word, ...]:

@@ -1,18 +1,25 @@
 """Transcribing a recording of any length with a context of terms.
 
 The pipeline, one step each: decode audio in blocks (``audio``), find speech and cut
-windows of at most 30 s at pauses (``vad``), put the context terms into the decoder
-prompt of every window (``context.prompt``), decode each window with faster-whisper
-(CTranslate2), and shift the window's timestamps back onto the recording's clock.
-Only the audio of windows not yet decoded is held, so memory does not grow with the
-recording's length.
+windows at pauses (``vad``), decode each window with faster-whisper (CTranslate2) with
+the context in the decoder prompt of every 30 s stretch, and shift the window's
+timestamps back onto the recording's clock. Only the audio of windows not yet decoded
+is held, so memory does not grow with the recording's length.
+
+How the context reaches the prompt is the ``retriever`` option: by default each
+stretch is decoded in two passes, the second with only the terms the first one heard
+(``twopass``, ``context.retrieval``); "all" puts the whole list in every prompt as far
+as the budget goes (``context.prompt``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -20,11 +27,18 @@ import numpy as np
 
 from ctxasr.audio import BLOCK_SECONDS, SAMPLE_RATE, probe, stream_audio
 from ctxasr.context.prompt import EMPTY_PROMPT, PROMPT_BUDGET, Prompt, build_prompt
+from ctxasr.context.retrieval import (
+    PhoneticOptions,
+    PhoneticRetriever,
+    context_key,
+    index_cache_dir,
+)
 from ctxasr.context.spelling import TermSpeller, respell_text
 from ctxasr.context.terms import ContextTerm, dedupe_terms
 from ctxasr.errors import AudioError
 from ctxasr.models import ResolvedModel, resolve_model
 from ctxasr.results import Segment, Transcript, Word
+from ctxasr.twopass import SeekPlan, merge_passes, with_context
 from ctxasr.vad import SileroVad, VadOptions, Window, WindowPlanner
 
 # (done_seconds, total_seconds or None when the container does not say)
@@ -55,7 +69,29 @@ class TranscribeOptions:
     prompt_budget: int = PROMPT_BUDGET
     # Respell decoded near-misses of the offered terms ("there under" -> "thereunder").
     respell_terms: bool = True
+    # How the context reaches the decoder. "phonetic": speech-aware pruning -- a first
+    # pass without context, the terms it heard (matched by sound) in a second pass's
+    # prompt; any context size. "all": the whole list in every prompt, as far as the
+    # budget goes (the usual prompting; fine for a handful of terms). "none": ignore it.
+    retriever: str = "phonetic"
+    nbest: int = 5  # first-pass hypotheses the retriever sees (at most beam_size)
+    retrieval: PhoneticOptions = field(default_factory=PhoneticOptions)
+    # Store the index of a large context (>= 2,000 terms) on disk under its content hash
+    # ($CTXASR_CACHE, else ~/.cache/ctxasr/index), so the next run skips the build.
+    cache_index: bool = True
     vad: VadOptions = field(default_factory=VadOptions)
+
+    def __post_init__(self) -> None:
+        if self.retriever not in RETRIEVERS:
+            raise ValueError(
+                f"retriever must be one of {', '.join(RETRIEVERS)}, got {self.retriever!r}"
+            )
+        if self.nbest < 1:
+            raise ValueError(f"nbest must be at least 1, got {self.nbest}")
+
+
+RETRIEVERS = ("phonetic", "all", "none")
+CACHE_MIN_TERMS = 2000  # smaller contexts index in well under a second: not worth a file
 
 
 @dataclass(frozen=True)
@@ -84,6 +120,11 @@ class Transcriber:
     ) -> None:
         self.resolved: ResolvedModel = resolve_model(model)
         self.options = options
+        # Retrievers of recent contexts: a server or a batch job reuses one context.
+        self._retrievers: OrderedDict[tuple[str, PhoneticOptions], PhoneticRetriever] = (
+            OrderedDict()
+        )
+        self._retrievers_lock = threading.Lock()
         self._model = _prompted_model_class()(
             self.resolved.path,
             device=model_options.device,
@@ -99,11 +140,30 @@ class Transcriber:
     def prompt_for(
         self, context: Iterable[ContextTerm | str], options: TranscribeOptions | None = None
     ) -> Prompt:
-        """The decoder prompt that ``context`` yields within the options' prompt budget."""
+        """The whole-list decoder prompt of ``context`` within the options' prompt budget."""
         terms = dedupe_terms(_as_term(t) for t in context)
         if not terms:
             return EMPTY_PROMPT
         return build_prompt(terms, self.encode, (options or self.options).prompt_budget)
+
+    def retriever_for(
+        self, context: Sequence[ContextTerm], options: TranscribeOptions | None = None
+    ) -> PhoneticRetriever:
+        """The phonetic retriever of a context, built once and kept for the next calls."""
+        opts = options or self.options
+        key = (context_key(context), opts.retrieval)
+        with self._retrievers_lock:
+            found = self._retrievers.get(key)
+            if found is not None:
+                self._retrievers.move_to_end(key)
+                return found
+        cache = index_cache_dir() if opts.cache_index and len(context) >= CACHE_MIN_TERMS else None
+        retriever = PhoneticRetriever(context, opts.retrieval, cache_dir=cache)
+        with self._retrievers_lock:
+            self._retrievers[key] = retriever
+            while len(self._retrievers) > 4:
+                self._retrievers.popitem(last=False)
+        return retriever
 
     def transcribe(
         self,
@@ -119,7 +179,18 @@ class Transcriber:
             AudioError: the recording is missing, unreadable, corrupt or empty.
         """
         opts = options or self.options
-        prompt = self.prompt_for(context, opts)
+        terms = dedupe_terms(_as_term(t) for t in context)
+        prompt, plan = EMPTY_PROMPT, None
+        if terms and opts.retriever == "all":
+            prompt = build_prompt(terms, self.encode, opts.prompt_budget)
+        elif terms and opts.retriever == "phonetic":
+            plan = SeekPlan(
+                retriever=self.retriever_for(terms, opts),
+                terms={t.text: t for t in terms},
+                encode=self.encode,
+                nbest=min(opts.nbest, opts.beam_size),
+                budget=opts.prompt_budget,
+            )
         if isinstance(audio, np.ndarray):
             if audio.size == 0:
                 raise AudioError("<samples>", "contains no audio samples (zero-length audio)")
@@ -128,7 +199,7 @@ class Transcriber:
         else:
             total = probe(audio).duration
             blocks = stream_audio(audio)
-        run = _Run(self, opts, prompt, progress, total)
+        run = _Run(self, opts, prompt, plan, progress, total)
         for window, samples in _windows(blocks, opts.vad, run.note_samples):
             run.decode(window, samples)
         return run.result()
@@ -139,29 +210,113 @@ def _prompted_model_class() -> type:
     from faster_whisper import WhisperModel
 
     class PromptedWhisperModel(WhisperModel):
-        """faster-whisper with the context terms in the prompt of every 30 s seek.
+        """faster-whisper with ctxasr's context in the prompt of every 30 s seek.
 
         faster-whisper puts an initial prompt only before the first seek, where later
-        text soon pushes it out, and adds ``hotwords`` beside up to 223 tokens of
-        previous text, over Whisper's prompt length. Here the ``hotwords`` string
-        carries the rendered context, which always comes first; the previous text
-        fills only what the 223-token budget leaves.
+        text soon pushes it out. Here the context comes first in every seek's prompt,
+        and previous text fills only what the 223-token budget leaves. With a
+        ``SeekPlan`` each seek is decoded in two passes over one encoder output (see
+        ``ctxasr.twopass``). The per-call state is thread-local, so threads may share
+        one model.
         """
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.model = _NBest(self.model)
+            self._local = threading.local()
+
+        @contextlib.contextmanager
+        def using(self, prompt: Prompt, plan: SeekPlan | None) -> Iterator[None]:
+            self._local.prompt, self._local.plan = prompt, plan
+            try:
+                yield
+            finally:
+                self._local.prompt, self._local.plan = EMPTY_PROMPT, None
 
         def get_prompt(self, tokenizer, previous_tokens, without_timestamps=False,
                        prefix=None, hotwords=None):  # fmt: skip
-            if not hotwords or prefix:
-                return super().get_prompt(tokenizer, previous_tokens, without_timestamps,
-                                          prefix, hotwords)  # fmt: skip
-            context = tokenizer.encode(" " + hotwords.strip())[:PROMPT_BUDGET]
-            room = PROMPT_BUDGET - len(context)
-            tail = list(previous_tokens[-room:]) if room > 0 and previous_tokens else []
-            prompt = [tokenizer.sot_prev, *context, *tail, *tokenizer.sot_sequence]
-            if without_timestamps:
-                prompt.append(tokenizer.no_timestamps)
-            return prompt
+            prompt = super().get_prompt(tokenizer, previous_tokens, without_timestamps,
+                                        prefix, hotwords)  # fmt: skip
+            fixed: Prompt = getattr(self._local, "prompt", EMPTY_PROMPT)
+            if not fixed.tokens or prefix or hotwords:
+                return prompt
+            return with_context(prompt, fixed.tokens, tokenizer.sot_prev, tokenizer.sot)
+
+        def generate_with_fallback(self, encoder_output, prompt, tokenizer, options):
+            plan: SeekPlan | None = getattr(self._local, "plan", None)
+            if plan is None:
+                return super().generate_with_fallback(encoder_output, prompt, tokenizer,
+                                                      options)  # fmt: skip
+            with self.model.hypotheses(plan.nbest):
+                first = super().generate_with_fallback(encoder_output, prompt, tokenizer,
+                                                       options)  # fmt: skip
+            result, avg_logprob = first[0], first[1]
+            if (
+                options.no_speech_threshold is not None
+                and result.no_speech_prob > options.no_speech_threshold
+                and (options.log_prob_threshold is None
+                     or avg_logprob <= options.log_prob_threshold)
+            ):  # fmt: skip
+                return first  # faster-whisper will drop this stretch as silence
+            texts = [tokenizer.decode([t for t in seq if t < tokenizer.eot]).strip()
+                     for seq in result.sequences_ids]  # fmt: skip
+            retrieval = plan.retrieve(texts)
+            second_pass = retrieval.needs_second_pass
+            plan.record(retrieval, texts[0] if texts else "", second_pass)
+            if not second_pass:
+                return first
+            context = plan.prompt(retrieval)
+            second = super().generate_with_fallback(
+                encoder_output,
+                with_context(prompt, context.tokens, tokenizer.sot_prev, tokenizer.sot),
+                tokenizer,
+                options,
+            )
+            wanted = [e.term for e in retrieval.selected if not e.in_text]
+            merged = merge_passes(result.sequences_ids[0], second[0].sequences_ids[0],
+                                  tokenizer, wanted)  # fmt: skip
+            return (_Merged([merged], result.no_speech_prob), *first[1:])
 
     return PromptedWhisperModel
+
+
+@dataclass
+class _Merged:
+    """The fields of a CTranslate2 generation result that faster-whisper reads."""
+
+    sequences_ids: list[list[int]]
+    no_speech_prob: float
+
+
+class _NBest:
+    """A CTranslate2 Whisper that can be asked for n-best beam search hypotheses.
+
+    faster-whisper asks for one hypothesis and offers no way to ask for more; this
+    wrapper adds ``num_hypotheses`` to beam searches inside ``hypotheses(n)``. The best
+    hypothesis stays first, where faster-whisper looks.
+    """
+
+    def __init__(self, model) -> None:  # model: ctranslate2.models.Whisper
+        self._model = model
+        self._local = threading.local()
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    @contextlib.contextmanager
+    def hypotheses(self, n: int) -> Iterator[None]:
+        self._local.n = n
+        try:
+            yield
+        finally:
+            self._local.n = 1
+
+    def generate(self, *args, **kwargs):
+        n = getattr(self._local, "n", 1)
+        beam = kwargs.get("beam_size", 1)
+        if n > 1 and beam > 1 and "num_hypotheses" not in kwargs:
+            kwargs["num_hypotheses"] = min(n, beam)
+        return self._model.generate(*args, **kwargs)
 
 
 def _as_term(term: ContextTerm | str) -> ContextTerm:
@@ -208,13 +363,16 @@ class _Run:
         owner: Transcriber,
         opts: TranscribeOptions,
         prompt: Prompt,
+        plan: SeekPlan | None,
         progress: ProgressCallback | None,
         total: float | None,
     ) -> None:
-        self.owner, self.opts, self.prompt = owner, opts, prompt
+        self.owner, self.opts, self.prompt, self.plan = owner, opts, prompt, plan
         self.progress, self.total = progress, total
         self.segments: list[Segment] = []
-        self.speller = TermSpeller(prompt.terms) if opts.respell_terms and prompt.terms else None
+        self.speller: TermSpeller | None = None
+        self.offered: tuple[str, ...] = ()  # terms the decoder has been given so far
+        self._offer(prompt.terms)
         self.previous: list[int] = []  # tokens of the previous window's text
         self.samples = 0
         self.language = opts.language
@@ -222,9 +380,24 @@ class _Run:
     def note_samples(self, seen: int) -> None:
         self.samples = seen
 
+    def _offer(self, terms: Sequence[str]) -> None:
+        new = [t for t in terms if t not in self.offered]
+        if new:
+            self.offered = (*self.offered, *new)
+            if self.opts.respell_terms:
+                self.speller = TermSpeller(self.offered)
+
     def decode(self, window: Window, samples: np.ndarray) -> None:
         offset = window.start / SAMPLE_RATE
+        with self.owner._model.using(self.prompt, self.plan):
+            self._decode(window, samples, offset)
+        if self.progress is not None:
+            self.progress(window.end / SAMPLE_RATE, self.total)
+
+    def _decode(self, window: Window, samples: np.ndarray, offset: float) -> None:
         opts = self.opts
+        if self.plan is not None:
+            self.plan.window = (round(offset, 3), round(window.end / SAMPLE_RATE, 3))
         decoded, info = self.owner._model.transcribe(
             samples,
             language=opts.language,
@@ -234,15 +407,16 @@ class _Run:
             log_prob_threshold=opts.log_prob_threshold,
             no_speech_threshold=opts.no_speech_threshold,
             condition_on_previous_text=opts.condition_on_previous_text,
-            hotwords=self.prompt.text.strip() or None,
             initial_prompt=self._previous_tail() or None,
             word_timestamps=opts.word_timestamps,
             vad_filter=False,
         )
         window_text: list[str] = []
         hot = False  # decoded only at a high fallback temperature: not worth repeating
-        for seg in decoded:
-            if _echoes_prompt(seg.text, self.prompt.terms):
+        for seg in decoded:  # the generator decodes as it goes: picks happen in here
+            if self.plan is not None:
+                self._offer(tuple(self.plan.used))
+            if _echoes_prompt(seg.text, self.offered):
                 continue
             shifted = _shift(seg, offset, window.end / SAMPLE_RATE)
             if self.speller is not None:
@@ -257,11 +431,10 @@ class _Run:
             self.previous = self.owner.encode("".join(window_text))
         else:
             self.previous = []
-        if self.progress is not None:
-            self.progress(window.end / SAMPLE_RATE, self.total)
 
     def _previous_tail(self) -> list[int]:
-        room = PROMPT_BUDGET - len(self.prompt.tokens)  # Whisper's limit for the whole prompt
+        # Whisper's limit for the whole prompt; ``with_context`` trims further for pass 2.
+        room = PROMPT_BUDGET - len(self.prompt.tokens)
         return self.previous[-room:] if room > 0 and self.previous else []
 
     def result(self) -> Transcript:
@@ -275,7 +448,8 @@ class _Run:
             duration=duration,
             model=self.owner.resolved.name,
             language=self.language or "",
-            context_used=self.prompt.terms,
+            context_used=self.offered,
+            picks=tuple(self.plan.picks) if self.plan is not None else (),
         )
 
 

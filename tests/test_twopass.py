@@ -1,0 +1,138 @@
+"""Merging the two passes and placing context in the prompt (no model needed)."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ctxasr.context.prompt import PROMPT_BUDGET
+from ctxasr.twopass import merge_passes, with_context
+
+EOT = 1000
+SOT_PREV, SOT = 1001, 1002
+
+
+class FakeTokenizer:
+    """Token ids are indices into a vocabulary of word pieces; >= EOT are special."""
+
+    eot = EOT
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+
+    def ids(self, *pieces: str) -> list[int]:
+        out = []
+        for p in pieces:
+            if p.startswith("<"):
+                out.append(EOT + 10 + int(p.strip("<>")))  # a timestamp token
+                continue
+            if p not in self.pieces:
+                self.pieces.append(p)
+            out.append(self.pieces.index(p))
+        return out
+
+    def text(self, tokens: list[int]) -> str:
+        return "".join(self.pieces[t] if t < EOT else f"<{t - EOT - 10}>" for t in tokens)
+
+    def split_to_word_tokens(self, tokens: list[int]) -> tuple[list[str], list[list[int]]]:
+        # As faster-whisper: a word starts at a piece with a leading space or punctuation.
+        words: list[str] = []
+        groups: list[list[int]] = []
+        for t in tokens:
+            piece = self.pieces[t]
+            if not words or piece.startswith(" ") or piece.strip() in string.punctuation:
+                words.append(piece)
+                groups.append([t])
+            else:
+                words[-1] += piece
+                groups[-1].append(t)
+        return words, groups
+
+
+@pytest.fixture
+def tok() -> FakeTokenizer:
+    return FakeTokenizer()
+
+
+def test_pass_two_is_taken_where_it_brings_in_a_wanted_term(tok):
+    first = tok.ids("<0>", " Mister", " Fox", " and", " Burke", " it", " said", " no", ".", "<150>")
+    second = tok.ids("<0>", " Mr", ".", " Fox", " and", " Birkett", " said", " so", ".", "<150>")
+    merged = merge_passes(first, second, tok, ["Birkett"])
+    # "Burke it" -> "Birkett" is taken; "Mister" -> "Mr." and "no" -> "so" are not.
+    assert tok.text(merged) == "<0> Mister Fox and Birkett said no.<150>"
+
+
+def test_nothing_wanted_keeps_pass_one_exactly(tok):
+    first = tok.ids("<0>", " a", " b", "<40>", "<40>", " c", "<90>")
+    second = tok.ids("<0>", " x", " b", "<40>", "<40>", " y", "<90>")
+    assert merge_passes(first, second, tok, []) == first
+    assert merge_passes(first, second, tok, ["Zanzibar"]) == first
+
+
+def test_punctuation_and_case_changes_alone_are_not_taken(tok):
+    first = tok.ids("<0>", " Linnell", "'s", " pictures", "<60>")
+    second = tok.ids("<0>", " linnell", "'s", ",", " pictures", "<60>")
+    assert merge_passes(first, second, tok, ["Linnell"]) == first
+
+
+def test_timestamps_inside_a_replaced_stretch_are_kept(tok):
+    first = tok.ids("<0>", " the", " burk", "<50>", "<50>", " it", " went", "<99>")
+    second = tok.ids("<0>", " the", " Birkett", " went", "<99>")
+    merged = merge_passes(first, second, tok, ["Birkett"])
+    assert tok.text(merged) == "<0> the Birkett<50><50> went<99>"
+
+
+def test_an_inserted_term_lands_before_the_closing_timestamp(tok):
+    first = tok.ids("<0>", " we", " met", "<70>")
+    second = tok.ids("<0>", " we", " met", " Quilter", "<70>")
+    merged = merge_passes(first, second, tok, ["Quilter"])
+    assert tok.text(merged) == "<0> we met Quilter<70>"
+
+
+def test_a_near_miss_of_the_term_counts_as_bringing_it_in(tok):
+    # The term speller would fix "Birket" -> "Birkett" afterwards.
+    first = tok.ids("<0>", " the", " bur", "kit", " went", "<99>")
+    second = tok.ids("<0>", " the", " Birket", " went", "<99>")
+    merged = merge_passes(first, second, tok, ["Birkett"])
+    assert tok.text(merged) == "<0> the Birket went<99>"
+
+
+def test_multiword_terms_spelled_across_words(tok):
+    first = tok.ids(" it", " was", " there", " and", " her", " done")
+    second = tok.ids(" it", " was", " there", " under", " done")
+    merged = merge_passes(first, second, tok, ["thereunder"])
+    assert tok.text(merged) == " it was there under done"
+
+
+WORDS = [" a", " b", " c", " d", " term", " x"]
+
+
+@given(
+    st.lists(st.sampled_from(WORDS), max_size=12),
+    st.lists(st.sampled_from(WORDS), max_size=12),
+)
+def test_merge_never_invents_text(a_words, b_words):
+    tok = FakeTokenizer()
+    first, second = tok.ids(*a_words) if a_words else [], tok.ids(*b_words) if b_words else []
+    merged = tok.text(merge_passes(first, second, tok, [])) if (first or second) else ""
+    assert merged == "".join(a_words)  # nothing wanted: pass 1 verbatim
+    merged = merge_passes(first, second, tok, ["term"])
+    pieces = set(a_words) | set(b_words)
+    assert all(tok.pieces[t] in pieces for t in merged)
+    if " term" not in b_words:
+        assert tok.text(merged) == "".join(a_words)
+
+
+def test_with_context_puts_terms_first_and_trims_previous_text():
+    context = [7, 8, 9]
+    plain = [SOT, 50, 51]
+    assert with_context(plain, context, SOT_PREV, SOT) == [SOT_PREV, 7, 8, 9, SOT, 50, 51]
+    previous = list(range(300, 300 + PROMPT_BUDGET))
+    prompted = with_context([SOT_PREV, *previous, SOT, 50], context, SOT_PREV, SOT)
+    assert prompted[:4] == [SOT_PREV, 7, 8, 9]
+    assert len(prompted) - 3 == PROMPT_BUDGET  # context + previous text fill the budget
+    assert prompted[-3:-2] == [previous[-1]]  # the newest previous text survives
+    assert prompted[-2:] == [SOT, 50]
