@@ -99,6 +99,7 @@ def test_unknown_model(silent_wav):
 def test_usage_errors_exit_2(silent_wav):
     assert ctxasr("transcribe").returncode == 2
     assert ctxasr("transcribe", str(silent_wav), "--format", "docx").returncode == 2
+    assert ctxasr("transcribe", str(silent_wav), "--retriever", "magic").returncode == 2
     assert ctxasr("no-such-command").returncode == 2
 
 

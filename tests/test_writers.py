@@ -328,3 +328,34 @@ def test_timestamp_is_well_formed_and_within_half_a_millisecond(seconds: float) 
     back = h * 3600 + mi * 60 + s + ms / 1000
     assert abs(back - max(seconds, 0.0)) <= 0.0005 + 1e-9
     assert to_milliseconds(seconds) == round(back * 1000)
+
+
+def test_json_lists_the_context_picks_with_their_evidence() -> None:
+    import dataclasses
+
+    from ctxasr.results import ContextPick, TermEvidence
+
+    pick = ContextPick(
+        start=0.0,
+        end=29.4,
+        heard=" Mr. Burkett Foster's landscapes",
+        selected=(TermEvidence("Birket", 1.0, "Burkett", False),),
+        rejected=(TermEvidence("Burkitt", 0.72, "Burkett", False),),
+        second_pass=True,
+        seconds=0.0042,
+    )
+    out = transcript_to_dict(dataclasses.replace(T, picks=(pick,)), word_timestamps=False)
+    assert out["context_picks"] == [
+        {
+            "start": 0.0,
+            "end": 29.4,
+            "heard": " Mr. Burkett Foster's landscapes",
+            "selected": [{"term": "Birket", "score": 1.0, "span": "Burkett", "in_text": False}],
+            "rejected": [
+                {"term": "Burkitt", "score": 0.72, "span": "Burkett", "in_text": False}
+            ],
+            "second_pass": True,
+            "seconds": 0.0042,
+        }
+    ]
+    assert "context_picks" not in transcript_to_dict(T, word_timestamps=False)

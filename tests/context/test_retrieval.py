@@ -142,3 +142,23 @@ def test_a_different_context_gets_a_different_key():
 def test_options_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         PhoneticOptions().threshold = 0.1  # type: ignore[misc]
+
+
+def test_homophones_of_common_words_are_dropped_from_long_contexts():
+    ctx = terms("sorte", "Birkett")
+    evidence = Evidence(("it was a sort of joke said burke it",))
+    short = PhoneticRetriever(ctx).retrieve(evidence)
+    assert "sorte" in picked(short)  # a hand-made list: worth offering
+    long_context = PhoneticOptions(homophone_context=2)
+    long = PhoneticRetriever(ctx, long_context).retrieve(evidence)
+    assert "sorte" not in picked(long)  # with many terms: a chance homophone
+    assert "Birkett" in picked(long)  # a term heard as a rare word still is
+
+
+def test_spelled_in_text_means_spelled_as_written():
+    r = PhoneticRetriever(terms("guards'", "Linnell", "areas", *DISTRACTORS))
+    result = r.retrieve(Evidence(("Linnell's guards are as good",)))
+    in_text = {e.term for e in result.selected if e.in_text}
+    assert in_text == {"Linnell"}  # the possessive spells the name; "guards" is not "guards'"
+    # Short words do not join into a term by chance ("are as" is not "areas").
+    assert "areas" not in in_text

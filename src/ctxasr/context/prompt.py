@@ -14,6 +14,7 @@ from ctxasr.context.terms import ContextTerm
 
 PROMPT_BUDGET = 223  # tokens: n_text_ctx // 2 - 1 for every Whisper model
 SEPARATOR = ","
+MIN_TERM_TOKENS = 2  # a term and the closing full stop take at least two tokens
 # The list ends with a full stop so that the transcript starts as a new sentence: with
 # a bare word at the prompt's end Whisper may take the speech's first words for the
 # rest of the prompt and drop them ("Mister Quilter is..." after a prompt " quilter"
@@ -58,6 +59,8 @@ def build_prompt(
     separated: list[int] = []  # the last term as it reads when another follows it
     closing: list[int] = []  # the last term with the closing full stop
     for term in rank_terms(terms):
+        if budget - len(tokens) - len(separated) < MIN_TERM_TOKENS:
+            break  # full: with 100,000 terms, encoding the rest would take a second
         as_last = encode(" " + term.text + TERMINATOR)
         if len(tokens) + len(separated) + len(as_last) > budget:
             continue
