@@ -14,7 +14,7 @@ from ctxasr.context.terms import ContextTerm
 
 PROMPT_BUDGET = 223  # tokens: n_text_ctx // 2 - 1 for every Whisper model
 SEPARATOR = ","
-MIN_TERM_TOKENS = 2  # a term and the closing full stop take at least two tokens
+MIN_TERM_TOKENS = 1  # a term with its full stop can be one token (" U.S." merges)
 # The list ends with a full stop so that the transcript starts as a new sentence: with
 # a bare word at the prompt's end Whisper may take the speech's first words for the
 # rest of the prompt and drop them ("Mister Quilter is..." after a prompt " quilter"
