@@ -23,6 +23,7 @@ from ctxasr.context.prompt import PROMPT_BUDGET, Prompt, build_prompt
 from ctxasr.context.retrieval import Evidence, Retrieval, Retriever
 from ctxasr.context.spelling import TermSpeller
 from ctxasr.context.terms import ContextTerm
+from ctxasr.context.words import letters
 from ctxasr.results import ContextPick
 
 
@@ -64,7 +65,7 @@ def _units(tokens: Sequence[int], tokenizer: WordTokenizer) -> list[_Unit]:
         if run:
             words, pieces = tokenizer.split_to_word_tokens(list(run))
             for word, piece in zip(words, pieces):
-                key = "".join(ch for ch in word.casefold() if ch.isalnum()) or word.strip()
+                key = letters(word) or word.strip()
                 units.append(_Unit(key, word, list(piece)))
             run.clear()
 

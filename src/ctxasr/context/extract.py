@@ -37,9 +37,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from wordfreq import zipf_frequency
-
 from ctxasr.context.terms import ContextTerm
+from ctxasr.context.words import zipf as _zipf
 
 __all__ = ["ExtractOptions", "extract_terms", "normalize_text"]
 
@@ -196,10 +195,6 @@ def _word_set(words: str) -> frozenset[str]:
     return frozenset(words.split())
 
 
-@lru_cache(maxsize=1 << 17)
-def _zipf(word: str) -> float:
-    """Zipf frequency of a lowercase English word (cached: lookups dominate runtime)."""
-    return zipf_frequency(word, "en")
 
 
 # --------------------------------------------------------------------- tokenising

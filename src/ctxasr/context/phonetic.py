@@ -33,7 +33,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from wordfreq import zipf_frequency
+
+from ctxasr.context.words import zipf as _zipf
 
 PHONES: tuple[str, ...] = (
     "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G",
@@ -448,9 +449,6 @@ def _compound(key: str) -> tuple[Phones, ...]:
     return ()
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _zipf(word: str) -> float:
-    return zipf_frequency(word, "en")
 
 
 # --- IPA from g2p2 -----------------------------------------------------------------------

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from wordfreq import zipf_frequency
 
 from ctxasr.context.phonetic import (
     PHONES,
@@ -45,10 +44,12 @@ from ctxasr.context.phonetic import (
     substitution_costs,
 )
 from ctxasr.context.terms import ContextTerm
+from ctxasr.context.words import letters as _compact
+from ctxasr.context.words import zipf as _zipf
 from ctxasr.results import TermEvidence
 
 MIN_JOINED = 7  # letters: words that join into a term this long spell it ("there under")
-INDEX_VERSION = 1  # bump when the index layout or the pronunciations change
+INDEX_VERSION = 2  # bump when the index layout or the pronunciations change
 _P = len(PHONES)
 _SEPARATOR = _P  # a phone id that no term phone can match: between hypotheses
 _FAR = 100.0  # cost of aligning across a hypothesis separator: never worth it
@@ -188,10 +189,12 @@ class PhoneticRetriever:
             self._by_word.setdefault(_bare(text), []).append(term_id)
             if len(_compact(text)) >= MIN_JOINED:
                 self._by_letters.setdefault(_compact(text), []).append(term_id)
+        classes = phone_classes().astype(np.int64)
+        self._boundary = int(classes.max()) + 1  # the class of a word boundary
+        self._n_classes = self._boundary + 1
+        # Per phone id; a separator between hypotheses reads as a word boundary.
+        self._classes = np.append(classes, self._boundary)
         self._index = self._load_or_build(cache_dir)
-        classes = phone_classes()
-        self._classes = np.append(classes, classes.max() + 1).astype(np.int64)  # + separator
-        self._n_classes = int(self._classes.max()) + 2  # + word boundary
         sub = np.full((_P + 1, _P + 1), _FAR, dtype=np.float32)
         sub[:_P, :_P] = substitution_costs()
         self._sub = sub
@@ -220,8 +223,7 @@ class PhoneticRetriever:
         lengths: list[int] = []
         phones: list[int] = []
         boundary_seqs: list[list[int]] = []  # class sequences with word boundaries
-        classes = phone_classes()
-        boundary = int(classes.max()) + 2
+        classes, boundary, n_classes = self._classes, self._boundary, self._n_classes
         for term_id, prons in enumerate(self._pron.terms(self._texts)):
             for pron in prons:
                 flat = [p for word in pron for p in word]
@@ -235,7 +237,6 @@ class PhoneticRetriever:
                     seq.extend(int(classes[p]) for p in word)
                     seq.append(boundary)
                 boundary_seqs.append(seq)
-        n_classes = boundary + 1
         var_ids, keys = [], []
         for v, seq in enumerate(boundary_seqs):
             grams = {
@@ -298,12 +299,9 @@ class PhoneticRetriever:
     def _shortlist(self, hyp: _Hyp) -> np.ndarray:
         """Variant ids sharing enough class trigrams with the hypothesis, best first."""
         idx = self._index
-        k = self._n_classes
-        boundary = k - 1
+        k, boundary = self._n_classes, self._boundary
         # Class sequence with a boundary before every word start and at the very end.
-        classes = np.where(
-            hyp.phones == _SEPARATOR, boundary, self._classes[hyp.phones]
-        )
+        classes = self._classes[hyp.phones]
         seq = np.append(np.insert(classes, np.flatnonzero(hyp.word_start), boundary), boundary)
         # Also without word boundaries: a term may be heard as several words ("IBM" as
         # "i b m", "Birkett" as "burke it").
@@ -414,7 +412,7 @@ class PhoneticRetriever:
                 homophones_dropped
                 and first == last
                 and score >= 0.95
-                and _zipf(hyp.words[first]) >= opts.common_zipf
+                and _zipf(_bare(hyp.words[first])) >= opts.common_zipf
             ):
                 continue
             evidence = TermEvidence(
@@ -479,8 +477,6 @@ class _Hyp:
         ends = np.zeros(n + 1, dtype=bool)
         ends[0] = True
         ends[1:n] = starts[1:n]  # a word ends where the next begins
-        ends[1:][ph_arr == _SEPARATOR] = True
-        ends[:n][ph_arr == _SEPARATOR] = True
         ends[n] = True
         return _Hyp(words, len(pieces[0]), ph_arr, wo, ws, starts, ends)
 
@@ -541,21 +537,12 @@ def _spelled_runs(words: Sequence[str], longest: int = 6) -> list[tuple[tuple[in
     return runs
 
 
-@functools.lru_cache(maxsize=65536)
-def _zipf(word: str) -> float:
-    return zipf_frequency(_bare(word), "en")
-
-
 def _bare(word: str) -> str:
     """A word as written, casefolded, without surrounding punctuation but apostrophes."""
     return word.replace("’", "'").strip(_EDGE_PUNCTUATION).casefold()
 
 
 _EDGE_PUNCTUATION = string.punctuation.replace("'", "") + "‘“” \t\n"
-
-
-def _compact(text: str) -> str:
-    return "".join(ch for ch in text.casefold() if ch.isalnum())
 
 
 _PRONOUNCER: Pronouncer | None = None

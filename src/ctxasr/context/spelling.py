@@ -11,13 +11,14 @@ the decoder was actually offered.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rapidfuzz.distance import Levenshtein
-from wordfreq import zipf_frequency
+
+from ctxasr.context.words import letters as _compact
+from ctxasr.context.words import zipf as _zipf
 
 MAX_SPAN = 4  # decoded words that may join into one term ("p y torch" -> "PyTorch")
 COMMON_ZIPF = 4.0  # a word this frequent is never re-cased: "us" is not "US"
@@ -36,13 +37,6 @@ class Respelling:
     text: str
 
 
-def _compact(text: str) -> str:
-    return "".join(ch for ch in text.casefold() if ch.isalnum())
-
-
-@functools.lru_cache(maxsize=65536)
-def _zipf(word: str) -> float:
-    return zipf_frequency(word, "en")
 
 
 class TermSpeller:
