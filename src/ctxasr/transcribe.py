@@ -79,6 +79,13 @@ class TranscribeOptions:
     # Store the index of a large context (>= 2,000 terms) on disk under its content hash
     # ($CTXASR_CACHE, else ~/.cache/ctxasr/index), so the next run skips the build.
     cache_index: bool = True
+    # Shallow fusion (torch backend only): during beam search each token that continues
+    # a chosen term earns ``fusion_weight`` in log-probability, taken back if the term
+    # is abandoned (``context.graph``). The terms are those the retriever chose: pass
+    # 2's picks with "phonetic", the whole list with "all". 0 turns fusion off.
+    fusion_weight: float = 0.0
+    # Whether the chosen terms also go into the decoder prompt. Off gives fusion only.
+    context_prompt: bool = True
     vad: VadOptions = field(default_factory=VadOptions)
 
     def __post_init__(self) -> None:
@@ -88,20 +95,53 @@ class TranscribeOptions:
             )
         if self.nbest < 1:
             raise ValueError(f"nbest must be at least 1, got {self.nbest}")
+        if not (0 <= self.fusion_weight < float("inf")):
+            raise ValueError(f"fusion_weight must be a finite number >= 0, "
+                             f"got {self.fusion_weight}")  # fmt: skip
+        if not self.context_prompt and self.fusion_weight == 0 and self.retriever != "none":
+            raise ValueError("with context_prompt off, only fusion carries the context: "
+                             "set fusion_weight above 0 (or retriever 'none')")  # fmt: skip
 
 
 RETRIEVERS = ("phonetic", "all", "none")
 CACHE_MIN_TERMS = 2000  # smaller contexts index in well under a second: not worth a file
 
 
+BACKENDS = ("ct2", "torch")
+TORCH_DTYPES = ("float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class ModelOptions:
-    """Where and how the CTranslate2 model runs."""
+    """Where and how the model runs.
+
+    ``backend`` "ct2" runs CTranslate2 (fastest on CPUs); "torch" runs ctxasr's own
+    PyTorch Whisper and beam search (``ctxasr.whisper``) on the same weights, in float32
+    on the CPU, which shallow fusion needs. ``torch_weights`` loads the torch backend's
+    weights from elsewhere (an openai-whisper ``.pt`` or a Hugging Face directory of the
+    same model); the tokenizer and features still come from the model directory.
+    """
 
     device: str = "cpu"
-    compute_type: str = "int8"  # int8 weights: about 2x faster than float32 on CPUs
-    cpu_threads: int = 0  # 0: CTranslate2's default
+    compute_type: str = "int8"  # ct2: int8 weights are about 2x faster than float32 on CPUs
+    cpu_threads: int = 0  # 0: the backend's default
     num_workers: int = 1
+    backend: str = "ct2"
+    torch_weights: str | None = None
+    # The torch backend's precision: "float32" matches CTranslate2's float32 closely;
+    # "bfloat16" is several times faster on CPUs with bf16 instructions (AVX512-BF16).
+    torch_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
+            )
+        if self.torch_weights is not None and self.backend != "torch":
+            raise ValueError("torch_weights needs backend 'torch'")
+        if self.torch_dtype not in TORCH_DTYPES:
+            raise ValueError(f"torch_dtype must be one of {', '.join(TORCH_DTYPES)}, "
+                             f"got {self.torch_dtype!r}")  # fmt: skip
 
 
 class Transcriber:
@@ -125,6 +165,7 @@ class Transcriber:
             OrderedDict()
         )
         self._retrievers_lock = threading.Lock()
+        self.backend = model_options.backend
         self._model = _prompted_model_class()(
             self.resolved.path,
             device=model_options.device,
@@ -132,6 +173,10 @@ class Transcriber:
             cpu_threads=model_options.cpu_threads,
             num_workers=model_options.num_workers,
         )
+        if self.backend == "torch":
+            self._model.use_torch(model_options.torch_weights or self.resolved.path,
+                                  model_options.torch_dtype,
+                                  model_options.cpu_threads)  # fmt: skip
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` in the model's vocabulary (no special tokens)."""
@@ -179,18 +224,26 @@ class Transcriber:
             AudioError: the recording is missing, unreadable, corrupt or empty.
         """
         opts = options or self.options
+        if opts.fusion_weight > 0 and self.backend != "torch":
+            raise ValueError("shallow fusion (fusion_weight > 0) needs the torch backend")
         terms = dedupe_terms(_as_term(t) for t in context)
-        prompt, plan = EMPTY_PROMPT, None
+        prompt, plan, fusion = EMPTY_PROMPT, None, None
         if terms and opts.retriever == "all":
-            prompt = build_prompt(terms, self.encode, opts.prompt_budget)
+            if opts.context_prompt:
+                prompt = build_prompt(terms, self.encode, opts.prompt_budget)
+            if opts.fusion_weight > 0:
+                fusion = Fusion(opts.fusion_weight, self._model.graph_of(terms),
+                                tuple(t.text for t in terms))  # fmt: skip
         elif terms and opts.retriever == "phonetic":
             plan = SeekPlan(
                 retriever=self.retriever_for(terms, opts),
                 terms={t.text: t for t in terms},
                 encode=self.encode,
                 nbest=min(opts.nbest, opts.beam_size),
-                budget=opts.prompt_budget,
+                budget=opts.prompt_budget if opts.context_prompt else 0,
             )
+            if opts.fusion_weight > 0:
+                fusion = Fusion(opts.fusion_weight, None)
         if isinstance(audio, np.ndarray):
             if audio.size == 0:
                 raise AudioError("<samples>", "contains no audio samples (zero-length audio)")
@@ -199,7 +252,7 @@ class Transcriber:
         else:
             total = probe(audio).duration
             blocks = stream_audio(audio)
-        run = _Run(self, opts, prompt, plan, progress, total)
+        run = _Run(self, opts, prompt, plan, fusion, progress, total)
         for window, samples in _windows(blocks, opts.vad, run.note_samples):
             run.decode(window, samples)
         return run.result()
@@ -224,14 +277,49 @@ def _prompted_model_class() -> type:
             super().__init__(*args, **kwargs)
             self.model = _NBest(self.model)
             self._local = threading.local()
+            self._graphs: OrderedDict[tuple, object] = OrderedDict()
+            self._graphs_lock = threading.Lock()
+
+        def use_torch(self, weights: str, dtype: str = "float32", threads: int = 0) -> None:
+            """Decode with ctxasr's PyTorch Whisper (``weights``) instead of CTranslate2."""
+            import torch
+
+            from ctxasr.whisper.backend import TorchWhisper, tokens_of
+            from ctxasr.whisper.weights import load_whisper
+
+            if threads > 0:
+                torch.set_num_threads(threads)
+            loaded = load_whisper(weights, dtype=getattr(torch, dtype))
+            self.model = _NBest(TorchWhisper(loaded, tokens_of(self.hf_tokenizer, loaded)))
+
+        def graph_of(self, terms: Sequence[ContextTerm]):
+            """The context graph (``ctxasr.context.graph``) of ``terms``, kept for reuse."""
+            from ctxasr.context.graph import ContextGraph
+
+            key = tuple((t.text, t.weight) for t in terms)
+            with self._graphs_lock:
+                found = self._graphs.get(key)
+                if found is not None:
+                    self._graphs.move_to_end(key)
+                    return found
+            encode = functools.partial(self.hf_tokenizer.encode, add_special_tokens=False)
+            graph = ContextGraph.from_terms(terms, lambda text: encode(text).ids, bonus=1.0)
+            with self._graphs_lock:
+                self._graphs[key] = graph
+                while len(self._graphs) > 16:
+                    self._graphs.popitem(last=False)
+            return graph
 
         @contextlib.contextmanager
-        def using(self, prompt: Prompt, plan: SeekPlan | None) -> Iterator[None]:
+        def using(self, prompt: Prompt, plan: SeekPlan | None,
+                  fusion: Fusion | None = None) -> Iterator[None]:  # fmt: skip
             self._local.prompt, self._local.plan = prompt, plan
+            self._local.fusion = fusion
             try:
                 yield
             finally:
                 self._local.prompt, self._local.plan = EMPTY_PROMPT, None
+                self._local.fusion = None
 
         def get_prompt(self, tokenizer, previous_tokens, without_timestamps=False,
                        prefix=None, hotwords=None):  # fmt: skip
@@ -242,11 +330,22 @@ def _prompted_model_class() -> type:
                 return prompt
             return with_context(prompt, fixed.tokens, tokenizer.sot_prev, tokenizer.sot)
 
+        def _fused(self, graph, tokenizer):
+            """A context in which the searches fuse ``graph`` (no-op without one)."""
+            fusion: Fusion | None = getattr(self._local, "fusion", None)
+            if fusion is None or graph is None or not len(graph):
+                return contextlib.nullcontext()
+            from ctxasr.whisper.decoding import ContextFusion
+
+            return self.model.fusion(ContextFusion(graph, fusion.weight, tokenizer.eot))
+
         def generate_with_fallback(self, encoder_output, prompt, tokenizer, options):
             plan: SeekPlan | None = getattr(self._local, "plan", None)
+            fusion: Fusion | None = getattr(self._local, "fusion", None)
             if plan is None:
-                return super().generate_with_fallback(encoder_output, prompt, tokenizer,
-                                                      options)  # fmt: skip
+                with self._fused(fusion.graph if fusion else None, tokenizer):
+                    return super().generate_with_fallback(encoder_output, prompt, tokenizer,
+                                                          options)  # fmt: skip
             with self.model.hypotheses(plan.nbest):
                 first = super().generate_with_fallback(encoder_output, prompt, tokenizer,
                                                        options)  # fmt: skip
@@ -266,18 +365,32 @@ def _prompted_model_class() -> type:
             if not second_pass:
                 return first
             context = plan.prompt(retrieval)
-            second = super().generate_with_fallback(
-                encoder_output,
-                with_context(prompt, context.tokens, tokenizer.sot_prev, tokenizer.sot),
-                tokenizer,
-                options,
-            )
             wanted = [e.term for e in retrieval.selected if not e.in_text]
+            graph = None
+            if fusion is not None:
+                graph = self.graph_of([plan.terms.get(t, ContextTerm(t)) for t in wanted])
+            with self._fused(graph, tokenizer):
+                second = super().generate_with_fallback(
+                    encoder_output,
+                    with_context(prompt, context.tokens, tokenizer.sot_prev, tokenizer.sot),
+                    tokenizer,
+                    options,
+                )
             merged = merge_passes(result.sequences_ids[0], second[0].sequences_ids[0],
                                   tokenizer, wanted)  # fmt: skip
             return (_Merged([merged], result.no_speech_prob), *first[1:])
 
     return PromptedWhisperModel
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Shallow fusion for one transcription: ``graph`` is fixed, or None to build one per
+    second pass from the terms the retriever picked."""
+
+    weight: float
+    graph: object | None  # ctxasr.context.graph.ContextGraph
+    terms: tuple[str, ...] = ()  # the fixed graph's terms
 
 
 @dataclass
@@ -364,15 +477,19 @@ class _Run:
         opts: TranscribeOptions,
         prompt: Prompt,
         plan: SeekPlan | None,
+        fusion: Fusion | None,
         progress: ProgressCallback | None,
         total: float | None,
     ) -> None:
         self.owner, self.opts, self.prompt, self.plan = owner, opts, prompt, plan
+        self.fusion = fusion
         self.progress, self.total = progress, total
         self.segments: list[Segment] = []
         self.speller: TermSpeller | None = None
         self.offered: tuple[str, ...] = ()  # terms the decoder has been given so far
         self._offer(prompt.terms)
+        if fusion is not None:
+            self._offer(fusion.terms)
         self.previous: list[int] = []  # tokens of the previous window's text
         self.samples = 0
         self.language = opts.language
@@ -389,7 +506,7 @@ class _Run:
 
     def decode(self, window: Window, samples: np.ndarray) -> None:
         offset = window.start / SAMPLE_RATE
-        with self.owner._model.using(self.prompt, self.plan):
+        with self.owner._model.using(self.prompt, self.plan, self.fusion):
             self._decode(window, samples, offset)
         if self.progress is not None:
             self.progress(window.end / SAMPLE_RATE, self.total)

@@ -47,6 +47,8 @@ def with_context(
     previous = list(prompt[1:at]) if at and prompt[0] == sot_prev else []
     room = PROMPT_BUDGET - len(context)
     tail = previous[-room:] if room > 0 and previous else []
+    if not context and not tail:
+        return list(prompt[at:])  # no empty previous-text section: Whisper never saw one
     return [sot_prev, *context, *tail, *prompt[at:]]
 
 
