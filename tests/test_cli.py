@@ -100,6 +100,11 @@ def test_usage_errors_exit_2(silent_wav):
     assert ctxasr("transcribe").returncode == 2
     assert ctxasr("transcribe", str(silent_wav), "--format", "docx").returncode == 2
     assert ctxasr("transcribe", str(silent_wav), "--retriever", "magic").returncode == 2
+    assert ctxasr("transcribe", str(silent_wav), "--backend", "onnx").returncode == 2
+    fusion_on_ct2 = ctxasr("transcribe", str(silent_wav), "-k", "Birket", "--fusion-weight", "2")
+    assert fusion_on_ct2.returncode == 2 and "--backend torch" in fusion_on_ct2.stderr
+    assert ctxasr("transcribe", str(silent_wav), "--backend", "torch",
+                  "--fusion-weight", "-1").returncode == 2  # fmt: skip
     assert ctxasr("no-such-command").returncode == 2
 
 

@@ -46,6 +46,16 @@ class Retriever(str, Enum):
     none = "none"
 
 
+class Backend(str, Enum):
+    ct2 = "ct2"
+    torch = "torch"
+
+
+class TorchDtype(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
 @app.command()
 def transcribe(
     audio: Annotated[Path, typer.Argument(help="Recording to transcribe (any format FFmpeg reads).")],
@@ -76,9 +86,28 @@ def transcribe(
         Retriever,
         typer.Option("--retriever", help="phonetic: a first pass picks the terms it heard for a second pass (any context size); all: the whole list in the prompt, as far as it fits; none: ignore the context."),
     ] = Retriever.phonetic,
+    backend: Annotated[
+        Backend,
+        typer.Option("--backend", help="ct2: CTranslate2 (fastest on CPUs); torch: ctxasr's PyTorch Whisper and beam search on the same weights (needed for --fusion-weight; pip install torch==2.13.0 'ctxasr[torch]')."),
+    ] = Backend.ct2,
+    fusion_weight: Annotated[
+        float,
+        typer.Option("--fusion-weight", min=0.0, help="Shallow fusion (torch backend): log-probability bonus per token of a context term the beam search is spelling, taken back if it stops short. 0: off."),
+    ] = 0.0,
+    context_prompt: Annotated[
+        bool,
+        typer.Option("--context-prompt/--no-context-prompt", help="Put the chosen terms in the decoder prompt (off: fusion only)."),
+    ] = True,
+    torch_dtype: Annotated[
+        TorchDtype, typer.Option("--torch-dtype", help="Precision of the torch backend: float32, or bfloat16 (faster on CPUs with AVX512-BF16).")
+    ] = TorchDtype.float32,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Transcribe a recording, biased towards the terms of a context."""
+    if fusion_weight > 0 and backend is not Backend.torch:
+        raise typer.BadParameter("shallow fusion needs --backend torch", param_hint="--fusion-weight")
+    if not context_prompt and fusion_weight == 0 and retriever is not Retriever.none:
+        raise typer.BadParameter("with --no-context-prompt, set --fusion-weight above 0: nothing else would carry the context", param_hint="--no-context-prompt")
     with _user_errors():
         from ctxasr.audio import probe
         from ctxasr.transcribe import ModelOptions, TranscribeOptions, Transcriber
@@ -93,10 +122,17 @@ def transcribe(
             beam_size=beam_size,
             word_timestamps=word_timestamps,
             retriever=retriever.value,
+            fusion_weight=fusion_weight,
+            context_prompt=context_prompt,
         )
-        transcriber = Transcriber(
-            model, options, ModelOptions(device=device, compute_type=compute_type, cpu_threads=threads)
+        model_options = ModelOptions(
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=threads,
+            backend=backend.value,
+            torch_dtype=torch_dtype.value,
         )
+        transcriber = Transcriber(model, options, model_options)
         with _progress(enabled=not quiet and sys.stderr.isatty()) as progress:
             result = transcriber.transcribe(audio, terms, progress=progress)
         rendered = format_transcript(result, output_format.value, word_timestamps=word_timestamps)

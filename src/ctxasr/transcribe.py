@@ -35,7 +35,7 @@ from ctxasr.context.retrieval import (
 )
 from ctxasr.context.spelling import TermSpeller, respell_text
 from ctxasr.context.terms import ContextTerm, dedupe_terms
-from ctxasr.errors import AudioError
+from ctxasr.errors import AudioError, ModelError
 from ctxasr.models import ResolvedModel, resolve_model
 from ctxasr.results import Segment, Transcript, Word
 from ctxasr.twopass import SeekPlan, merge_passes, with_context
@@ -282,7 +282,11 @@ def _prompted_model_class() -> type:
 
         def use_torch(self, weights: str, dtype: str = "float32", threads: int = 0) -> None:
             """Decode with ctxasr's PyTorch Whisper (``weights``) instead of CTranslate2."""
-            import torch
+            try:
+                import torch
+            except ImportError:
+                raise ModelError(weights, "the torch backend needs PyTorch: pip install "
+                                 "torch==2.13.0 'ctxasr[torch]'") from None  # fmt: skip
 
             from ctxasr.whisper.backend import TorchWhisper, tokens_of
             from ctxasr.whisper.weights import load_whisper

@@ -285,8 +285,9 @@ def _median_filter(x: Tensor, width: int) -> Tensor:
     if width <= 1 or x.shape[-1] <= width // 2:
         return x
     pad = width // 2
-    padded = F.pad(x[None], (pad, pad), mode="reflect")[0]
-    return padded.unfold(-1, width, 1).median(dim=-1).values
+    rows = x.reshape(-1, x.shape[-1])  # reflect-padding wants 2D or 3D input
+    padded = F.pad(rows, (pad, pad), mode="reflect")
+    return padded.unfold(-1, width, 1).median(dim=-1).values.reshape(x.shape)
 
 
 def _dtw(cost: np.ndarray) -> list[tuple[int, int]]:
