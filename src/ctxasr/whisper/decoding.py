@@ -329,6 +329,7 @@ class BeamSearch:
         self.options = options
         self.filters = list(filters)
         self.scorer = scorer
+        self.steps = 0  # decoding steps of the last run (for benchmarks)
 
     @torch.inference_mode()
     def run(self, audio_features: Tensor, prompt: Sequence[int]) -> list[SearchResult]:
@@ -339,6 +340,7 @@ class BeamSearch:
         read at the start-of-transcript position, before any filter.
         """
         prompt = list(prompt)
+        self.steps = 0
         if self.t.sot not in prompt:
             raise ValueError("the prompt has no <|startoftranscript|> token")
         sot_index = prompt.index(self.t.sot)
@@ -372,6 +374,7 @@ class BeamSearch:
         active = list(range(n_audio))  # items still searching, in cache order
         logits = first
         for step in range(steps):
+            self.steps += 1
             rows = [h for i in active for h in groups[i]]
             logprobs = self._logprobs(logits, rows, step)  # (N, V)
             last = step + 1 == steps
@@ -476,6 +479,7 @@ class BeamSearch:
         logits = first.repeat_interleave(n, dim=0)
         finished: list[list[Hypothesis]] = [[] for _ in range(n_audio)]
         for step in range(steps):
+            self.steps += 1
             logprobs = self._logprobs(logits, rows, step)
             weights = logprobs / opts.temperature
             if self.scorer is not None:
