@@ -177,6 +177,7 @@ def main() -> None:
                         default=DATA / "librispeech-biasing" / "words" / "all_rare_words.txt")  # fmt: skip
     args = parser.parse_args()
     began = time.perf_counter()
+    code = git_state()  # the code that runs, not what the tree holds when it ends
     pool = WordPool(read_word_pool(args.pool))
     loaders = {"synth": lambda: read_manifest(args.synth), "real": lambda: real_items(args.real)}
     t = Transcriber(model_options=ModelOptions(backend="torch", torch_dtype=args.dtype))
@@ -248,7 +249,7 @@ def main() -> None:
         f"Date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}. "
         f"Machine: {platform.machine()}, Python {platform.python_version()}. Model: packaged "
         f"tiny.en on the torch backend ({args.dtype}), beam 5, CPU; fusion weight "
-        f"{args.weight:g}. Code: {git_state()}. Command: `{command.strip()}` ({took:.1f} min).",
+        f"{args.weight:g}. Code: {code}. Command: `{command.strip()}` ({took:.1f} min).",
         "",
         "Every system runs speech-aware pruning (pass 1 without context; the terms it heard "
         "drive pass 2). They differ in where pass 2 puts them: its prompt, its context "
@@ -258,7 +259,7 @@ def main() -> None:
     ]  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fusion.md").write_text("\n".join(head + lines + timing_lines) + "\n")
-    report.update(command=command, weight=args.weight, dtype=args.dtype, code=git_state(),
+    report.update(command=command, weight=args.weight, dtype=args.dtype, code=code,
                   minutes=round(took, 1))  # fmt: skip
     (args.out / "fusion.json").write_text(json.dumps(report, indent=1) + "\n")
     print("\n".join(head + lines + timing_lines))

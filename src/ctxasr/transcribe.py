@@ -491,9 +491,13 @@ class _Run:
         self.segments: list[Segment] = []
         self.speller: TermSpeller | None = None
         self.offered: tuple[str, ...] = ()  # terms the decoder has been given so far
+        self.respelled: tuple[str, ...] = ()  # terms near-misses are respelled into
         self._offer(prompt.terms)
         if fusion is not None:
-            self._offer(fusion.terms)
+            # Fusion already spells its terms; respelling against a whole (possibly huge)
+            # list would cost time and misfire ("at one" -> "atone"), so it stays with
+            # the terms that were prompted.
+            self._offer(fusion.terms, respell=False)
         self.previous: list[int] = []  # tokens of the previous window's text
         self.samples = 0
         self.language = opts.language
@@ -501,12 +505,15 @@ class _Run:
     def note_samples(self, seen: int) -> None:
         self.samples = seen
 
-    def _offer(self, terms: Sequence[str]) -> None:
+    def _offer(self, terms: Sequence[str], respell: bool = True) -> None:
         new = [t for t in terms if t not in self.offered]
         if new:
             self.offered = (*self.offered, *new)
-            if self.opts.respell_terms:
-                self.speller = TermSpeller(self.offered)
+        if respell and self.opts.respell_terms:
+            fresh = [t for t in terms if t not in self.respelled]
+            if fresh:
+                self.respelled = (*self.respelled, *fresh)
+                self.speller = TermSpeller(self.respelled)
 
     def decode(self, window: Window, samples: np.ndarray) -> None:
         offset = window.start / SAMPLE_RATE
