@@ -255,7 +255,9 @@ def main() -> None:
         "drive pass 2). They differ in where pass 2 puts them: its prompt, its context "
         "graph, or both. Lists: true rare words plus N distractors (seed 0). Scores "
         "Whisper-normalised, in percent; s = summed wall seconds of the transcription "
-        "calls.", "",
+        "calls. The first system of each N (prompt only) also pays for pronouncing the "
+        "list's new words, which the later ones find cached: compare search costs in the "
+        "overhead table below.", "",
     ]  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fusion.md").write_text("\n".join(head + lines + timing_lines) + "\n")

@@ -272,7 +272,7 @@ class ContextFusion:
         # Inside a partial match, the term's next tokens; at the root, none: a term's
         # first token must be among the model's own top candidates, or every step of
         # every beam would score the first tokens of all terms.
-        return () if state.is_root else self.graph.next_tokens(state)
+        return () if state is self.graph.root else self.graph.next_tokens(state)
 
     def score(self, state, token: int) -> tuple[float, object]:
         if token >= self.first_special:
