@@ -223,11 +223,11 @@ class TorchWhisper:
             tokens = [*start_sequence, self.tokens.no_timestamps, *text, self.tokens.eot]
             ids = torch.tensor([tokens])
             cache = self.model.decoder.new_cache(features[:1])
-            logits = self.model.decoder(ids, cache)[0]  # (T, V)
+            scores: list[Tensor] = []
+            logits = self.model.decoder(ids, cache, cross_scores=scores)[0]  # (T, V)
             probs = torch.softmax(logits[:, : self.tokens.eot], dim=-1)
             offset = len(start_sequence)
             text_probs = [probs[offset + i, tok].item() for i, tok in enumerate(text)]
-            scores = self.model.decoder.cross_attention(ids, features[:1])
             frames = num_frames // 2
             weights = torch.stack([scores[layer][0, head, :, :frames] for layer, head in heads])
             weights = torch.softmax(weights, dim=-1)  # (heads, T, frames)

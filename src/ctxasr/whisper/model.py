@@ -199,10 +199,15 @@ class DecoderBlock(nn.Module):
                                  Linear(4 * n_state, n_state))  # fmt: skip
         self.mlp_ln = LayerNorm(n_state)
 
-    def forward(self, x: Tensor, cache: LayerCache, group: int | Tensor) -> Tensor:
-        """(B, T, D) new positions -> (B, T, D); appends their keys and values to ``cache``."""
+    def forward(self, x: Tensor, cache: LayerCache, group: int | Tensor,
+                cross_scores: list[Tensor] | None = None) -> Tensor:  # fmt: skip
+        """(B, T, D) new positions -> (B, T, D); appends their keys and values to ``cache``,
+        and with ``cross_scores`` (one row per audio item) its cross-attention logits."""
         x = self.self_attend(x, cache)
-        x = x + self.cross_attend(self.cross_attn_ln(x), cache, group)
+        y = self.cross_attn_ln(x)
+        if cross_scores is not None:
+            cross_scores.append(self.cross_attn.scores(self.cross_attn.query(y), cache.cross_k))
+        x = x + self.cross_attend(y, cache, group)
         return x + self.mlp(self.mlp_ln(x))
 
     def self_attend(self, x: Tensor, cache: LayerCache) -> Tensor:
@@ -248,10 +253,14 @@ class TextDecoder(nn.Module):
                                      cross_v=attn.value(audio_features)))  # fmt: skip
         return KVCache(layers, torch.arange(audio_features.shape[0]))
 
-    def forward(self, tokens: Tensor, cache: KVCache) -> Tensor:
+    def forward(self, tokens: Tensor, cache: KVCache,
+                cross_scores: list[Tensor] | None = None) -> Tensor:  # fmt: skip
         """Next-token logits (B, T, V) for (B, T) new tokens after ``cache.length`` cached.
 
-        Row b reads the audio of ``cache.row_audio[b]``.
+        Row b reads the audio of ``cache.row_audio[b]``. A ``cross_scores`` list receives
+        each block's cross-attention logits, (A, H, T, S), when rows are audio items (B ==
+        A): word timestamps align tokens to audio with a few of these heads, softmaxed
+        over the frames of real audio only, hence logits.
         """
         offset = cache.length
         if offset + tokens.shape[1] > self.positional_embedding.shape[0]:
@@ -268,29 +277,13 @@ class TextDecoder(nn.Module):
         if tokens.shape[0] != cache.row_audio.numel():
             raise ValueError(f"{tokens.shape[0]} token rows for a cache of "
                              f"{cache.row_audio.numel()} rows")  # fmt: skip
+        if cross_scores is not None and not (isinstance(group, int) and group == 1):
+            raise ValueError("cross-attention scores need one decoder row per audio item")
         for block, layer in zip(self.blocks, cache.layers, strict=True):
-            x = block(x, layer, group)
+            x = block(x, layer, group, cross_scores)
         x = self.ln(x)
         # Output projection tied to the token embedding, in float32 for stable log-softmax.
         return (x @ self.token_embedding.weight.to(x.dtype).T).float()
-
-    def cross_attention(self, tokens: Tensor, audio_features: Tensor) -> list[Tensor]:
-        """Cross-attention logits of (A, T) tokens, one (A, H, T, S) tensor per block.
-
-        Word timestamps align tokens to audio with a few of these heads (softmaxed over
-        the frames of real audio only, hence logits).
-        """
-        cache = self.new_cache(audio_features)
-        x = (self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]])
-        x = x.to(audio_features.dtype)
-        weights = []
-        for block, layer in zip(self.blocks, cache.layers, strict=True):
-            x = block.self_attend(x, layer)
-            y = block.cross_attn_ln(x)
-            weights.append(block.cross_attn.scores(block.cross_attn.query(y), layer.cross_k))
-            x = x + block.cross_attend(y, layer, 1)
-            x = x + block.mlp(block.mlp_ln(x))
-        return weights
 
 
 class Whisper(nn.Module):
