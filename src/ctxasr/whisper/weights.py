@@ -446,15 +446,20 @@ def _ct2_ffn(w: _Ct2Weights, src: str, dst: str, state: dict[str, np.ndarray]) -
     _ct2_linear(w, f"{src}/ffn/linear_1", f"{dst}.mlp.2", state)
 
 
+def _ct2_self_attention(w: _Ct2Weights, src: str, dst: str,
+                        state: dict[str, np.ndarray]) -> None:  # fmt: skip
+    _ct2_qkv(w, f"{src}/self_attention/linear_0", f"{dst}.attn", state)
+    _ct2_linear(w, f"{src}/self_attention/linear_1", f"{dst}.attn.out", state)
+    _ct2_norm(w, f"{src}/self_attention/layer_norm", f"{dst}.attn_ln", state)
+
+
 def _ct2_encoder(w: _Ct2Weights, dims: ModelDims, state: dict[str, np.ndarray]) -> None:
     for conv in ("conv1", "conv2"):
         _ct2_linear(w, f"encoder/{conv}", f"encoder.{conv}", state)
     state["encoder.positional_embedding"] = w.array("encoder/position_encodings/encodings")
     for i in range(dims.n_audio_layer):
         src, dst = f"encoder/layer_{i}", f"encoder.blocks.{i}"
-        _ct2_qkv(w, f"{src}/self_attention/linear_0", f"{dst}.attn", state)
-        _ct2_linear(w, f"{src}/self_attention/linear_1", f"{dst}.attn.out", state)
-        _ct2_norm(w, f"{src}/self_attention/layer_norm", f"{dst}.attn_ln", state)
+        _ct2_self_attention(w, src, dst, state)
         _ct2_ffn(w, src, dst, state)
     _ct2_norm(w, "encoder/layer_norm", "encoder.ln_post", state)
 
@@ -464,9 +469,7 @@ def _ct2_decoder(w: _Ct2Weights, dims: ModelDims, state: dict[str, np.ndarray]) 
     state["decoder.positional_embedding"] = w.array("decoder/position_encodings/encodings")
     for i in range(dims.n_text_layer):
         src, dst = f"decoder/layer_{i}", f"decoder.blocks.{i}"
-        _ct2_qkv(w, f"{src}/self_attention/linear_0", f"{dst}.attn", state)
-        _ct2_linear(w, f"{src}/self_attention/linear_1", f"{dst}.attn.out", state)
-        _ct2_norm(w, f"{src}/self_attention/layer_norm", f"{dst}.attn_ln", state)
+        _ct2_self_attention(w, src, dst, state)
         _ct2_linear(w, f"{src}/attention/linear_0", f"{dst}.cross_attn.query", state)
         # Fused (2D, D) key;value from the audio features.
         cross = f"{dst}.cross_attn"
