@@ -264,3 +264,18 @@ def test_timestamps_take_over_when_likelier_than_any_text_token():
     logits[0, 10:] = 0.0  # both timestamps far likelier than any text token
     TimestampRules(TOKENS, None).apply(logits, [[10, 1]], 2)
     assert (logits[0, :10] == -math.inf).all()
+
+
+def test_generate_searches_items_with_different_prompts_apart(model):
+    from ctxasr.whisper.backend import TorchWhisper
+    from ctxasr.whisper.weights import LoadedWhisper
+
+    backend = TorchWhisper(LoadedWhisper(model, "test", "<tiny>", (), (), ()), TOKENS)
+    audio = features(model, n_audio=2, seed=12)
+    prompts = [PROMPT, [3, 4, *PROMPT]]  # the second with previous text before sot
+    both = backend.generate(audio, prompts, beam_size=2, suppress_tokens=list(SPECIALS))
+    alone = [backend.generate(audio[i : i + 1], [p], beam_size=2,
+                              suppress_tokens=list(SPECIALS))[0]
+             for i, p in enumerate(prompts)]  # fmt: skip
+    assert [r.sequences_ids for r in both] == [r.sequences_ids for r in alone]
+    assert [r.scores for r in both] == pytest.approx([r.scores for r in alone])

@@ -128,48 +128,40 @@ class TorchWhisper:
         features = self._features(encoder_output)
         if len(prompts) != features.shape[0]:
             raise ValueError(f"{len(prompts)} prompts for {features.shape[0]} audio items")
-        if any(list(p) != list(prompts[0]) for p in prompts):
-            # One prompt per call keeps the rows aligned; faster-whisper sends one item.
-            return [r for i, p in enumerate(prompts)
-                    for r in self.generate(features[i : i + 1], [p], beam_size=beam_size,
-                        patience=patience, num_hypotheses=num_hypotheses,
-                        length_penalty=length_penalty,
-                        repetition_penalty=repetition_penalty,
-                        no_repeat_ngram_size=no_repeat_ngram_size, max_length=max_length,
-                        return_scores=return_scores,
-                        return_no_speech_prob=return_no_speech_prob,
-                        suppress_blank=suppress_blank, suppress_tokens=suppress_tokens,
-                        max_initial_timestamp_index=max_initial_timestamp_index,
-                        sampling_topk=sampling_topk,
-                        sampling_temperature=sampling_temperature, seed=seed)]  # fmt: skip
-        prompt = list(prompts[0])
+        # One search per distinct prompt keeps beams aligned (faster-whisper sends one item).
+        if all(list(p) == list(prompts[0]) for p in prompts):
+            batches = [(features, list(prompts[0]))]
+        else:
+            batches = [(features[i : i + 1], list(p)) for i, p in enumerate(prompts)]
         sampling = beam_size == 1 and sampling_topk != 1 and sampling_temperature > 0
-        options = SearchOptions(
-            beam_size=beam_size,
-            patience=patience,
-            num_hypotheses=num_hypotheses,
-            length_penalty=length_penalty,
-            # As CTranslate2: at most half the context, and what the prompt leaves.
-            max_new_tokens=max(1, min(max_length // 2, max_length - len(prompt) + 1)),
-            temperature=sampling_temperature if sampling else 0.0,
-            seed=seed,
-        )
-        search = BeamSearch(self.model, self.tokens, options,
-                            self._filters(prompt, repetition_penalty, no_repeat_ngram_size,
-                                          suppress_blank, suppress_tokens,
-                                          max_initial_timestamp_index),
-                            getattr(self._local, "scorer", None))  # fmt: skip
+        scorer = getattr(self._local, "scorer", None)
         results = []
-        for found in search.run(features, prompt):
-            hyps = found.hypotheses
-            results.append(GenerationResult(
-                sequences_ids=[list(h.tokens) for h in hyps],
-                # CTranslate2 reports the model's score alone; fusion is kept apart so
-                # faster-whisper's log-probability fallback keeps its meaning.
-                scores=[h.logprob / max(1, len(h.tokens)) ** length_penalty for h in hyps],
-                no_speech_prob=found.no_speech_prob,
-                fusion=[h.fusion for h in hyps],
-            ))  # fmt: skip
+        for batch, prompt in batches:
+            options = SearchOptions(
+                beam_size=beam_size,
+                patience=patience,
+                num_hypotheses=num_hypotheses,
+                length_penalty=length_penalty,
+                # As CTranslate2: at most half the context, and what the prompt leaves.
+                max_new_tokens=max(1, min(max_length // 2, max_length - len(prompt) + 1)),
+                temperature=sampling_temperature if sampling else 0.0,
+                seed=seed,
+            )
+            filters = self._filters(prompt, repetition_penalty, no_repeat_ngram_size,
+                                    suppress_blank, suppress_tokens,
+                                    max_initial_timestamp_index)  # fmt: skip
+            for found in BeamSearch(self.model, self.tokens, options, filters,
+                                    scorer).run(batch, prompt):  # fmt: skip
+                hyps = found.hypotheses
+                results.append(GenerationResult(
+                    sequences_ids=[list(h.tokens) for h in hyps],
+                    # CTranslate2 reports the model's score alone; fusion is kept apart
+                    # so faster-whisper's log-probability fallback keeps its meaning.
+                    scores=[h.logprob / max(1, len(h.tokens)) ** length_penalty
+                            for h in hyps],
+                    no_speech_prob=found.no_speech_prob,
+                    fusion=[h.fusion for h in hyps],
+                ))  # fmt: skip
         return results
 
     def _filters(self, prompt: list[int], repetition_penalty: float, no_repeat_ngram_size: int,
