@@ -278,4 +278,5 @@ def test_generate_searches_items_with_different_prompts_apart(model):
                               suppress_tokens=list(SPECIALS))[0]
              for i, p in enumerate(prompts)]  # fmt: skip
     assert [r.sequences_ids for r in both] == [r.sequences_ids for r in alone]
-    assert [r.scores for r in both] == pytest.approx([r.scores for r in alone])
+    for a, b in zip(both, alone, strict=True):
+        assert a.scores == pytest.approx(b.scores)
