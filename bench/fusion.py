@@ -38,18 +38,19 @@ import datetime
 import json
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from biasing_report import DATA, real_items, with_lists
+from context_scaling import _pct as pct
+from context_scaling import git_state
 
 from ctxasr.context.terms import ContextTerm
 from ctxasr.data.biasing import WordPool, read_word_pool
 from ctxasr.eval.manifest import EvalItem, read_manifest
 from ctxasr.eval.run import rare_words
-from ctxasr.eval.score import BiasingScores, ErrorCounts, score_text
+from ctxasr.eval.score import BiasingScores, score_text
 from ctxasr.transcribe import ModelOptions, TranscribeOptions, Transcriber
 
 HERE = Path(__file__).resolve().parent
@@ -80,10 +81,6 @@ def run_system(t: Transcriber, items: list[EvalItem], opts: TranscribeOptions,
         rows.append({"id": item.id, "text": result.text, "seconds": round(took, 3),
                      "used": len(result.context_used)})  # fmt: skip
     return scores, seconds, rows
-
-
-def pct(c: ErrorCounts) -> str:
-    return "—" if not c.ref_words else f"{100 * c.errors / c.ref_words:.2f}"
 
 
 def backend_timing(items: list[EvalItem]) -> list[tuple[str, float, BiasingScores]]:
@@ -124,7 +121,7 @@ def fusion_overhead(t: Transcriber, items: list[EvalItem], weight: float) -> dic
     for k, item in enumerate(items):
         mel = model.feature_extractor(load_audio(item.audio))[..., :-1]
         features = backend.encode(np.ascontiguousarray(pad_or_trim(mel)[None]))
-        graph = model.graph_of([ContextTerm(w) for w in item.context])
+        graph = t.graph_for([ContextTerm(w) for w in item.context])
         graph_nodes.append(graph.num_nodes)
         scorer = ContextFusion(graph, weight, tokens.eot)
         runs = [("plain", None), ("fused", scorer)]
@@ -147,18 +144,6 @@ def fusion_overhead(t: Transcriber, items: list[EvalItem], weight: float) -> dic
         "overhead_per_step": round(per_step["fused"] / per_step["plain"] - 1, 4),
         "graph_nodes_mean": round(sum(graph_nodes) / len(graph_nodes), 1),
     }
-
-
-def git_state() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True, cwd=HERE).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "bench"],
-                               capture_output=True, text=True, check=True,
-                               cwd=HERE).stdout.strip()  # fmt: skip
-        return head + (" (uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
@@ -217,7 +202,7 @@ def main() -> None:
     if not args.skip_timing:
         real = real_items(args.real)[: args.limit]
         backends = backend_timing(real)
-        base = dict((name, s) for name, s, _ in backends)["ct2 int8"]
+        base = {name: s for name, s, _ in backends}["ct2 int8"]
         timing_lines += [f"## Backends: real-speech, {len(real)} utterances, no context", "",
                          "| backend | wall s | x ct2 int8 | WER |", "|---|---|---|---|"]  # fmt: skip
         for name, s, scores in backends:
@@ -278,8 +263,7 @@ def verdicts(table) -> list[str]:
     by = {(system, n): scores for system, n, scores, _ in table}
     for n in sorted({n for _, n, _, _ in table if n is not None}):
         p, b, f = by[(PROMPT, n)], by[(BOTH, n)], by[(FUSION, n)]
-        rate = lambda c: c.errors / c.ref_words if c.ref_words else 0.0  # noqa: E731
-        better = rate(b.b_wer) < rate(p.b_wer)
+        better = b.b_wer.error_rate < p.b_wer.error_rate
         out.append(
             f"- N={n:,}: prompt + fusion {'beats' if better else 'does not beat'} prompt only "
             f"on B-WER ({pct(b.b_wer)} vs {pct(p.b_wer)}; U-WER {pct(b.u_wer)} vs "

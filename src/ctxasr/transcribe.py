@@ -22,10 +22,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from ctxasr.audio import BLOCK_SECONDS, SAMPLE_RATE, probe, stream_audio
+from ctxasr.context.graph import ContextGraph
 from ctxasr.context.prompt import EMPTY_PROMPT, PROMPT_BUDGET, Prompt, build_prompt
 from ctxasr.context.retrieval import (
     PhoneticOptions,
@@ -161,10 +163,8 @@ class Transcriber:
         self.resolved: ResolvedModel = resolve_model(model)
         self.options = options
         # Retrievers of recent contexts: a server or a batch job reuses one context.
-        self._retrievers: OrderedDict[tuple[str, PhoneticOptions], PhoneticRetriever] = (
-            OrderedDict()
-        )
-        self._retrievers_lock = threading.Lock()
+        self._retrievers: _Recent[tuple[str, PhoneticOptions], PhoneticRetriever] = _Recent(4)
+        self._graphs: _Recent[tuple[tuple[str, float], ...], ContextGraph] = _Recent(16)
         self.backend = model_options.backend
         self._model = _prompted_model_class()(
             self.resolved.path,
@@ -197,18 +197,15 @@ class Transcriber:
         """The phonetic retriever of a context, built once and kept for the next calls."""
         opts = options or self.options
         key = (context_key(context), opts.retrieval)
-        with self._retrievers_lock:
-            found = self._retrievers.get(key)
-            if found is not None:
-                self._retrievers.move_to_end(key)
-                return found
         cache = index_cache_dir() if opts.cache_index and len(context) >= CACHE_MIN_TERMS else None
-        retriever = PhoneticRetriever(context, opts.retrieval, cache_dir=cache)
-        with self._retrievers_lock:
-            self._retrievers[key] = retriever
-            while len(self._retrievers) > 4:
-                self._retrievers.popitem(last=False)
-        return retriever
+        return self._retrievers.get(
+            key, lambda: PhoneticRetriever(context, opts.retrieval, cache_dir=cache)
+        )
+
+    def graph_for(self, terms: Sequence[ContextTerm]) -> ContextGraph:
+        """The shallow-fusion context graph of ``terms``, built once and kept for reuse."""
+        key = tuple((t.text, t.weight) for t in terms)
+        return self._graphs.get(key, lambda: ContextGraph.from_terms(terms, self.encode, bonus=1.0))
 
     def transcribe(
         self,
@@ -232,7 +229,7 @@ class Transcriber:
             if opts.context_prompt:
                 prompt = build_prompt(terms, self.encode, opts.prompt_budget)
             if opts.fusion_weight > 0:
-                fusion = Fusion(opts.fusion_weight, self._model.graph_of(terms),
+                fusion = Fusion(opts.fusion_weight, self.graph_for, self.graph_for(terms),
                                 tuple(t.text for t in terms))  # fmt: skip
         elif terms and opts.retriever == "phonetic":
             plan = SeekPlan(
@@ -243,7 +240,7 @@ class Transcriber:
                 budget=opts.prompt_budget if opts.context_prompt else 0,
             )
             if opts.fusion_weight > 0:
-                fusion = Fusion(opts.fusion_weight, None)
+                fusion = Fusion(opts.fusion_weight, self.graph_for)
         if isinstance(audio, np.ndarray):
             if audio.size == 0:
                 raise AudioError("<samples>", "contains no audio samples (zero-length audio)")
@@ -277,8 +274,6 @@ def _prompted_model_class() -> type:
             super().__init__(*args, **kwargs)
             self.model = _NBest(self.model)
             self._local = threading.local()
-            self._graphs: OrderedDict[tuple, object] = OrderedDict()
-            self._graphs_lock = threading.Lock()
 
         def use_torch(self, weights: str, dtype: str = "float32", threads: int = 0) -> None:
             """Decode with ctxasr's PyTorch Whisper (``weights``) instead of CTranslate2."""
@@ -295,24 +290,6 @@ def _prompted_model_class() -> type:
                 torch.set_num_threads(threads)
             loaded = load_whisper(weights, dtype=getattr(torch, dtype))
             self.model = _NBest(TorchWhisper(loaded, tokens_of(self.hf_tokenizer, loaded)))
-
-        def graph_of(self, terms: Sequence[ContextTerm]):
-            """The context graph (``ctxasr.context.graph``) of ``terms``, kept for reuse."""
-            from ctxasr.context.graph import ContextGraph
-
-            key = tuple((t.text, t.weight) for t in terms)
-            with self._graphs_lock:
-                found = self._graphs.get(key)
-                if found is not None:
-                    self._graphs.move_to_end(key)
-                    return found
-            encode = functools.partial(self.hf_tokenizer.encode, add_special_tokens=False)
-            graph = ContextGraph.from_terms(terms, lambda text: encode(text).ids, bonus=1.0)
-            with self._graphs_lock:
-                self._graphs[key] = graph
-                while len(self._graphs) > 16:
-                    self._graphs.popitem(last=False)
-            return graph
 
         @contextlib.contextmanager
         def using(self, prompt: Prompt, plan: SeekPlan | None,
@@ -372,7 +349,7 @@ def _prompted_model_class() -> type:
             wanted = [e.term for e in retrieval.selected if not e.in_text]
             graph = None
             if fusion is not None:
-                graph = self.graph_of([plan.terms.get(t, ContextTerm(t)) for t in wanted])
+                graph = fusion.graph_for([plan.terms.get(t, ContextTerm(t)) for t in wanted])
             with self._fused(graph, tokenizer):
                 second = super().generate_with_fallback(
                     encoder_output,
@@ -389,11 +366,12 @@ def _prompted_model_class() -> type:
 
 @dataclass(frozen=True)
 class Fusion:
-    """Shallow fusion for one transcription: ``graph`` is fixed, or None to build one per
-    second pass from the terms the retriever picked."""
+    """Shallow fusion for one transcription: ``graph`` is fixed (``terms``), or None to
+    build one with ``graph_for`` per second pass from the terms the retriever picked."""
 
     weight: float
-    graph: object | None  # ctxasr.context.graph.ContextGraph
+    graph_for: Callable[[Sequence[ContextTerm]], ContextGraph]
+    graph: ContextGraph | None = None
     terms: tuple[str, ...] = ()  # the fixed graph's terms
 
 
@@ -434,6 +412,36 @@ class _NBest:
         if n > 1 and beam > 1 and "num_hypotheses" not in kwargs:
             kwargs["num_hypotheses"] = min(n, beam)
         return self._model.generate(*args, **kwargs)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Recent(Generic[K, V]):
+    """The last ``size`` objects built, by key: a server or a batch job reuses contexts.
+
+    Thread-safe; a missing object is built outside the lock, so one slow build does not
+    hold up other threads.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K, build: Callable[[], V]) -> V:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                return found
+        value = build()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
 
 
 def _as_term(term: ContextTerm | str) -> ContextTerm:
