@@ -47,11 +47,17 @@ def test_fusion_alone_spells_the_terms_the_plain_search_misses(torch_transcriber
 
 def test_fusion_with_speech_aware_pruning_uses_only_what_was_heard(torch_transcriber):
     distractors = ["Quetzalcoatl", "Brzezinski", "Kubernetes", "Zanzibar", "etcd"]
+    # Neither prompt nor respelling: only pass 2's graph can spell the picked terms.
+    only_graph = TranscribeOptions(fusion_weight=3.0, context_prompt=False, respell_terms=False)
     result = torch_transcriber.transcribe(
-        EXAMPLE / "linnell-8k.wav", TERMS + distractors,
-        options=TranscribeOptions(fusion_weight=2.0))  # fmt: skip
-    assert "Birket Foster" in result.text
+        EXAMPLE / "linnell-8k.wav", TERMS + distractors, options=only_graph)  # fmt: skip
+    assert "Birket Foster" in result.text and "idylls" in result.text
     assert not set(distractors) & set(result.context_used)
+    # Without fusion the same passes keep tiny.en's spellings.
+    faint = dataclasses.replace(only_graph, fusion_weight=1e-4)
+    plain = torch_transcriber.transcribe(EXAMPLE / "linnell-8k.wav", TERMS + distractors,
+                                         options=faint)  # fmt: skip
+    assert "Burkett Foster" in plain.text and "idles" in plain.text
 
 
 def test_word_timestamps_come_from_the_alignment_heads(torch_transcriber, ct2_float32):
