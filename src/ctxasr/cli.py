@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ctxasr.errors import ContextError, CtxasrError
+from ctxasr.errors import CtxasrError
 
 app = typer.Typer(
     name="ctxasr",
@@ -139,6 +139,52 @@ def transcribe(
         _write(rendered, output)
 
 
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option("--host", help="Interface (default 127.0.0.1; 0.0.0.0: all).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", "-p", help="TCP port (default 8000).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="As for transcribe; loaded once and shared.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Transcriptions at once (default 1).")] = None,
+    max_queue: Annotated[Optional[int], typer.Option("--max-queue", help="Requests that may wait; more get 503 (default 8).")] = None,
+    max_upload_mb: Annotated[Optional[float], typer.Option("--max-upload-mb", help="Largest upload in MiB; more gets 413 (default 25).")] = None,
+    request_timeout: Annotated[Optional[float], typer.Option("--request-timeout", help="Seconds per request, queueing included (default 600).")] = None,
+    shutdown_grace: Annotated[Optional[float], typer.Option("--shutdown-grace", help="On SIGTERM, seconds in-flight requests get to finish (default 30).")] = None,
+    backend: Annotated[Optional[Backend], typer.Option("--backend", help="ct2 or torch (as for transcribe).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads per transcription (0: default).")] = None,
+    retriever: Annotated[Optional[Retriever], typer.Option("--retriever", help="How a request's context is used (as for transcribe).")] = None,
+    fusion_weight: Annotated[Optional[float], typer.Option("--fusion-weight", help="Shallow fusion, torch backend (as for transcribe).")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level.")] = "info",
+) -> None:
+    """Serve OpenAI's transcription API with context, and a page for people, over HTTP.
+
+    Every setting can also come from the environment as CTXASR_<NAME>
+    (CTXASR_PORT, CTXASR_CONCURRENCY, ...); flags win.
+    """
+    from pydantic import ValidationError
+
+    from ctxasr.server.run import serve as run_server
+    from ctxasr.server.settings import MIB, ServerSettings
+
+    given = {
+        "host": host, "port": port, "model": model, "concurrency": concurrency,
+        "max_queue": max_queue, "request_timeout": request_timeout,
+        "shutdown_grace": shutdown_grace, "cpu_threads": threads,
+        "backend": backend.value if backend else None,
+        "retriever": retriever.value if retriever else None,
+        "fusion_weight": fusion_weight,
+        "max_upload_bytes": round(max_upload_mb * MIB) if max_upload_mb is not None else None,
+    }  # fmt: skip
+    try:
+        settings = ServerSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        typer.echo(f"ctxasr: error: {where}: {first['msg']}", err=True)
+        raise typer.Exit(2) from None
+    with _user_errors():
+        run_server(settings, log_level=log_level)
+
+
 class Normalization(str, Enum):
     none = "none"
     whisper = "whisper"
@@ -211,13 +257,9 @@ def _gather_context(term_files: list[Path], keywords: str | None, text_files: li
     if keywords is not None:
         terms.extend(parse_keywords(keywords))
     for path in text_files:
-        from ctxasr.context.extract import extract_terms
+        from ctxasr.context.extract import terms_from_text
 
-        found = extract_terms(read_text_file(path))
-        if not found:
-            raise ContextError(str(path), "has no usable term (no rare word, name or acronym found)")
-        # User-listed terms outrank terms guessed from free text.
-        terms.extend(dataclasses.replace(t, weight=t.weight * 0.5) for t in found)
+        terms.extend(terms_from_text(read_text_file(path), source=str(path)))
     return dedupe_terms(terms)
 
 

@@ -25,6 +25,7 @@ class Segment:
     words: tuple[Word, ...] | None = None  # only when word timestamps were asked for
     avg_logprob: float = 0.0  # mean token log-probability (nats) of the decoded text
     no_speech_prob: float = 0.0  # the model's probability that the window holds no speech
+    temperature: float = 0.0  # sampling temperature of the decode that gave the text
 
 
 @dataclass(frozen=True)

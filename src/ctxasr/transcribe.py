@@ -178,6 +178,11 @@ class Transcriber:
                                   model_options.torch_dtype,
                                   model_options.cpu_threads)  # fmt: skip
 
+    @property
+    def multilingual(self) -> bool:
+        """Whether the model transcribes languages other than English."""
+        return bool(self._model.model.is_multilingual)
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` in the model's vocabulary (no special tokens)."""
         return self._model.hf_tokenizer.encode(text, add_special_tokens=False).ids
@@ -608,6 +613,7 @@ def _shift(seg, offset: float, limit: float) -> Segment:  # seg: faster_whisper 
         words=words,
         avg_logprob=float(seg.avg_logprob),
         no_speech_prob=float(seg.no_speech_prob),
+        temperature=float(seg.temperature or 0.0),
     )
 
 

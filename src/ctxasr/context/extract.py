@@ -39,8 +39,9 @@ from functools import lru_cache
 
 from ctxasr.context.terms import ContextTerm
 from ctxasr.context.words import zipf as _zipf
+from ctxasr.errors import ContextError
 
-__all__ = ["ExtractOptions", "extract_terms", "normalize_text"]
+__all__ = ["FREE_TEXT_WEIGHT", "ExtractOptions", "extract_terms", "normalize_text", "terms_from_text"]
 
 # wordfreq's ceiling: nothing in English is more frequent than ~7.7 ("the").
 ZIPF_CEILING = 8.0
@@ -125,6 +126,22 @@ def extract_terms(text: str, options: ExtractOptions = ExtractOptions()) -> list
         covered.update(occ.indices)
     _tally_single_tokens(tokens, covered, options, tally)
     return tally.terms(options)
+
+
+# Terms picked out of free text are guesses; terms a user listed outrank them.
+FREE_TEXT_WEIGHT = 0.5
+
+
+def terms_from_text(text: str, source: str = "<context text>") -> list[ContextTerm]:
+    """The terms of a free text (a document, slides' OCR), weighted below listed terms.
+
+    Raises:
+        ContextError: the text has no rare word, name or acronym at all.
+    """
+    found = extract_terms(text)
+    if not found:
+        raise ContextError(source, "has no usable term (no rare word, name or acronym found)")
+    return [ContextTerm(t.text, t.weight * FREE_TEXT_WEIGHT) for t in found]
 
 
 def _tally_single_tokens(

@@ -1,0 +1,297 @@
+"""The HTTP API: OpenAI's ``/v1/audio/transcriptions`` with context, and a page.
+
+Thin routes: parse the request, build options, call the library, serialise. The
+model loads once when the app starts and every request shares it; ``Admission``
+bounds how many transcriptions run and wait, ``Jobs`` runs them off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+
+from ctxasr import __version__
+from ctxasr.audio import probe
+from ctxasr.errors import AudioError, CtxasrError
+from ctxasr.results import Transcript
+from ctxasr.server.errors import ApiError, install_handlers
+from ctxasr.server.forms import TranscriptionRequest, parse_transcription, read_form
+from ctxasr.server.jobs import Cancelled, Jobs
+from ctxasr.server.limits import Admission, BodyLimit
+from ctxasr.server.responses import render
+from ctxasr.server.settings import ServerSettings
+from ctxasr.transcribe import ModelOptions, TranscribeOptions, Transcriber
+
+TRANSCRIPTIONS = "/v1/audio/transcriptions"
+
+
+@dataclasses.dataclass
+class ServerState:
+    """What every request shares: the settings, the loaded model and the limits."""
+
+    settings: ServerSettings
+    transcriber: Transcriber
+    options: TranscribeOptions  # the server's defaults; requests override a few fields
+    admission: Admission
+    jobs: Jobs
+    started: float  # time.time() when the model was ready
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return (self.transcriber.resolved.name, *self.settings.model_aliases)
+
+
+def create_app(settings: ServerSettings | None = None, *,
+               transcriber: Transcriber | None = None) -> FastAPI:  # fmt: skip
+    """The ASGI app. ``transcriber`` shares an already loaded model (tests, embedding);
+    without it the app loads ``settings.model`` once at startup."""
+    settings = settings or ServerSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model = transcriber or await asyncio.to_thread(load_transcriber, settings)
+        options = dataclasses.replace(model.options, retriever=settings.retriever,
+                                      beam_size=settings.beam_size,
+                                      fusion_weight=settings.fusion_weight)  # fmt: skip
+        jobs = Jobs(settings.concurrency)
+        app.state.ctxasr = ServerState(settings, model, options,
+                                       Admission(settings.concurrency, settings.max_queue),
+                                       jobs, time.time())  # fmt: skip
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(jobs.close)
+
+    app = FastAPI(title="ctxasr", version=__version__, lifespan=lifespan,
+                  summary="Contextual speech recognition with OpenAI's transcription API")  # fmt: skip
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    install_handlers(app)
+    app.include_router(_routes())
+    return app
+
+
+def load_transcriber(settings: ServerSettings) -> Transcriber:
+    """The model the settings name, loaded with room for ``concurrency`` decodes."""
+    model_options = ModelOptions(device=settings.device, compute_type=settings.compute_type,
+                                 cpu_threads=settings.cpu_threads,
+                                 num_workers=settings.concurrency, backend=settings.backend,
+                                 torch_dtype=settings.torch_dtype)  # fmt: skip
+    return Transcriber(settings.model, TranscribeOptions(), model_options)
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.ctxasr
+
+
+State = Annotated[ServerState, Depends(_state)]
+
+
+def _routes():
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        html = resources.files("ctxasr.server").joinpath("static/index.html").read_text("utf-8")
+        return HTMLResponse(html)
+
+    @router.get("/health")
+    def health(state: State) -> dict[str, Any]:
+        a = state.admission
+        return {"status": "ok", "model": state.transcriber.resolved.name,
+                "running": a.running, "waiting": a.waiting, "cancelled": state.jobs.cancelled,
+                "concurrency": a.concurrency, "max_queue": a.max_queue,
+                "max_upload_bytes": state.settings.max_upload_bytes,
+                "request_timeout": state.settings.request_timeout}  # fmt: skip
+
+    @router.get("/v1/models")
+    def models(state: State) -> dict[str, Any]:
+        return {"object": "list", "data": [_model(n, state) for n in state.model_names]}
+
+    @router.get("/v1/models/{name:path}")
+    def model(name: str, state: State) -> dict[str, Any]:
+        if name not in state.model_names:
+            raise ApiError(404, f"model {name!r} is not served here; GET /v1/models lists "
+                           "those that are", code="model_not_found", param="model")  # fmt: skip
+        return _model(name, state)
+
+    @router.post(TRANSCRIPTIONS, openapi_extra=_OPENAPI_FORM)
+    async def transcriptions(request: Request, state: State) -> Response:
+        deadline = time.monotonic() + state.settings.request_timeout
+        form = await read_form(request, state.settings.max_upload_bytes)
+        try:
+            req = parse_transcription(form)
+            options = _options(req, state)
+            with _saved(req) as path:
+                await asyncio.to_thread(_probe, path)
+                transcript = await _transcribe(state, path, req, options, deadline,
+                                               request)  # fmt: skip
+        finally:
+            await form.close()
+        return render(transcript, req.response_format, words=req.word_timestamps,
+                      encode=state.transcriber.encode)  # fmt: skip
+
+    return router
+
+
+def _model(name: str, state: ServerState) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": int(state.started), "owned_by": "ctxasr"}
+
+
+def _options(req: TranscriptionRequest, state: ServerState) -> TranscribeOptions:
+    if req.model is not None and req.model not in state.model_names:
+        raise ApiError(400, f"model {req.model!r} is not served here; use one of "
+                       f"{', '.join(state.model_names)}", code="model_not_found",
+                       param="model")  # fmt: skip
+    language = req.language
+    if not state.transcriber.multilingual:
+        if language not in (None, "en"):
+            raise ApiError(400, f"model {state.transcriber.resolved.name!r} transcribes English "
+                           f"only, not {language!r}", code="unsupported_language",
+                           param="language")  # fmt: skip
+        language = "en"
+    options = state.options
+    # OpenAI: at 0 the model raises the temperature itself when decoding fails (the
+    # fallback ladder); above 0, sample at that one temperature.
+    temperatures = options.temperatures if req.temperature == 0 else (req.temperature,)
+    return dataclasses.replace(options, language=language, temperatures=temperatures,
+                               word_timestamps=req.word_timestamps)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _saved(req: TranscriptionRequest):
+    """The upload as a file on disk (the decoder reads paths), removed afterwards."""
+    suffix = Path(req.upload.filename or "").suffix[:16]
+    fd, name = tempfile.mkstemp(prefix="ctxasr-upload-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            req.upload.file.seek(0)
+            shutil.copyfileobj(req.upload.file, out)
+        yield Path(name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def _probe(path: Path) -> None:
+    try:
+        probe(path)
+    except AudioError as err:
+        raise ApiError(400, f"file: {err.problem}", code="invalid_audio", param="file") from None
+
+
+async def _transcribe(state: ServerState, path: Path, req: TranscriptionRequest,
+                      options: TranscribeOptions, deadline: float,
+                      request: Request) -> Transcript:  # fmt: skip
+    timeout = state.settings.request_timeout
+    try:
+        async with (_unless_disconnected(request),
+                    state.admission.slot(max(0.0, deadline - time.monotonic()))):  # fmt: skip
+            return await state.jobs.run(
+                lambda progress: state.transcriber.transcribe(
+                    path, req.terms, options=options, progress=progress),
+                max(0.0, deadline - time.monotonic()),
+            )  # fmt: skip
+    except ClientGone:
+        # Nobody reads this answer; the status is for the access log.
+        raise ApiError(499, "client closed the request", code="client_closed") from None
+    except asyncio.TimeoutError:
+        raise ApiError(504, f"request timed out after {timeout:g} s", code="timeout") from None
+    except (Cancelled, asyncio.CancelledError):
+        # Only uvicorn cancels a request (Starlette does not when a client leaves): the
+        # shutdown grace ran out. The work is stopped; answer instead of a reset.
+        raise ApiError(503, "the server is shutting down; retry on another instance",
+                       code="shutting_down", headers={"Retry-After": "5"}) from None  # fmt: skip
+    except AudioError as err:
+        raise ApiError(400, f"file: {err.problem}", code="invalid_audio", param="file") from None
+    except CtxasrError as err:
+        raise ApiError(400, str(err), code="invalid_request") from None
+
+
+class ClientGone(Exception):
+    """The client closed the connection while its request waited or ran."""
+
+
+@contextlib.asynccontextmanager
+async def _unless_disconnected(request: Request, every: float = 0.25) -> AsyncIterator[None]:
+    """Cancel the body of the ``with`` when the client goes away, raising ``ClientGone``.
+
+    Starlette does not cancel a handler whose client left, so a closed browser tab
+    would keep its queue place and its transcription running; this watches for it
+    (the body is read by now, so ``is_disconnected`` only sees the disconnect).
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while not await request.is_disconnected():
+            await asyncio.sleep(every)
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        if hasattr(task, "uncancel"):  # Python 3.11+: the cancel was ours and ends here
+            task.uncancel()
+        raise ClientGone() from None
+    finally:
+        watcher.cancel()
+
+
+# FastAPI cannot infer the form from a handler that parses it by hand (see ``forms``),
+# so the schema clients and /docs see is spelled out here.
+_OPENAPI_FORM: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary",
+                                 "description": "The recording: any format FFmpeg decodes."},
+                        "model": {"type": "string", "description": "The served model's name "
+                                  "or an alias such as whisper-1 (GET /v1/models)."},
+                        "prompt": {"type": "string", "description": "Its names and rare words "
+                                   "join the context."},
+                        "language": {"type": "string", "description": "ISO 639-1 code."},
+                        "response_format": {"type": "string", "default": "json",
+                                            "enum": ["json", "text", "srt", "vtt",
+                                                     "verbose_json"]},
+                        "temperature": {"type": "number", "minimum": 0, "maximum": 1,
+                                        "default": 0},
+                        "timestamp_granularities[]": {
+                            "type": "array", "items": {"type": "string",
+                                                       "enum": ["segment", "word"]}},
+                        "context": {"type": "array", "items": {"type": "string"},
+                                    "description": "Terms: one per field, or one a line "
+                                    "(optional TAB weight, # comments)."},
+                        "context_text": {"type": "array", "items": {"type": "string"},
+                                         "description": "Free text (slides, documents) "
+                                         "whose names, rare words and acronyms become terms."},
+                    },
+                }
+            }
+        },
+    }
+}  # fmt: skip

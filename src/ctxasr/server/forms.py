@@ -1,0 +1,164 @@
+"""The fields of ``POST /v1/audio/transcriptions``, parsed and checked.
+
+OpenAI's multipart fields (``file``, ``model``, ``prompt``, ``language``,
+``response_format``, ``temperature``, ``timestamp_granularities[]``) plus ctxasr's
+``context`` (terms: a repeated field, or one value with a term a line) and
+``context_text`` (free text such as slides to pick terms from). The form is parsed
+by hand rather than declared as FastAPI ``Form`` parameters because a 100,000-term
+context arrives as up to 100,000 fields, beyond Starlette's default form limits, and
+because each bad field must answer 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+from starlette.datastructures import FormData, UploadFile
+from starlette.requests import Request
+
+from ctxasr.context.extract import terms_from_text
+from ctxasr.context.terms import ContextTerm, dedupe_terms, parse_term_list
+from ctxasr.errors import ContextError
+from ctxasr.server.errors import ApiError
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+GRANULARITIES = ("segment", "word")
+MAX_FIELDS = 200_000  # a 100,000-term context sent one term per field, and then some
+
+# Media types a recording may be declared as; FFmpeg decides whether it really is one.
+# Browsers and clients send application/octet-stream (or nothing) when they do not know.
+_AUDIO_TYPES = ("audio/", "video/")
+_NEUTRAL_TYPES = ("", "application/octet-stream", "application/ogg", "binary/octet-stream")
+
+
+@dataclass(frozen=True)
+class TranscriptionRequest:
+    """One request, checked: everything the handler needs to call the library."""
+
+    upload: UploadFile
+    model: str | None  # as sent; None when the field was left out
+    language: str | None  # ISO 639-1, lower case; None: the model's default
+    response_format: str
+    temperature: float  # 0: Whisper's fallback ladder from 0; above: that one temperature
+    word_timestamps: bool
+    terms: tuple[ContextTerm, ...]
+
+
+async def read_form(request: Request, max_part_bytes: int) -> FormData:
+    """The request's multipart form; 415 for another content type, 400 if malformed."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "multipart/form-data":
+        raise ApiError(415, f"content type {kind or '(none)'!r} is not supported: send "
+                       "multipart/form-data with the recording in the 'file' field",
+                       code="unsupported_media_type")  # fmt: skip
+    try:
+        return await request.form(max_files=4, max_fields=MAX_FIELDS, max_part_size=max_part_bytes)
+    except ApiError:
+        raise
+    except Exception as err:  # noqa: BLE001 - Starlette raises several types for one cause
+        detail = getattr(err, "detail", None) or str(err) or type(err).__name__
+        raise ApiError(400, f"malformed multipart body: {detail}", code="invalid_body") from None
+
+
+def parse_transcription(form: FormData) -> TranscriptionRequest:
+    """Check each field; ``ApiError`` 400 (or 415 for the file's type) naming the field."""
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise ApiError(400, "field 'file' is required: the recording to transcribe",
+                       code="missing_file", param="file")  # fmt: skip
+    _check_media_type(upload)
+    response_format = _text(form, "response_format") or "json"
+    if response_format not in RESPONSE_FORMATS:
+        raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, "
+                       f"got {response_format!r}", code="invalid_value",
+                       param="response_format")  # fmt: skip
+    granularities = _texts(form, "timestamp_granularities[]") + _texts(form, "timestamp_granularities")
+    for g in granularities:
+        if g not in GRANULARITIES:
+            raise ApiError(400, f"timestamp_granularities[] values must be one of "
+                           f"{', '.join(GRANULARITIES)}, got {g!r}", code="invalid_value",
+                           param="timestamp_granularities[]")  # fmt: skip
+    if granularities and response_format != "verbose_json":
+        raise ApiError(400, "timestamp_granularities[] needs response_format verbose_json",
+                       code="invalid_value", param="timestamp_granularities[]")  # fmt: skip
+    if (_text(form, "stream") or "false").lower() not in ("false", "0"):
+        raise ApiError(400, "streaming is not supported: leave 'stream' out",
+                       code="invalid_value", param="stream")  # fmt: skip
+    language = (_text(form, "language") or "").lower() or None
+    if language is not None and not (language.isalpha() and 2 <= len(language) <= 3):
+        raise ApiError(400, f"language must be an ISO 639-1 code such as 'en', got {language!r}",
+                       code="invalid_value", param="language")  # fmt: skip
+    return TranscriptionRequest(
+        upload=upload,
+        model=_text(form, "model"),
+        language=language,
+        response_format=response_format,
+        temperature=_temperature(_text(form, "temperature")),
+        word_timestamps="word" in granularities,
+        terms=tuple(_context(form)),
+    )
+
+
+def _check_media_type(upload: UploadFile) -> None:
+    declared = (upload.content_type or "").split(";")[0].strip().lower()
+    if declared.startswith(_AUDIO_TYPES) or declared in _NEUTRAL_TYPES:
+        return
+    raise ApiError(415, f"file {upload.filename or '(unnamed)'!r} is {declared!r}, not audio "
+                   "or video", code="unsupported_media_type", param="file")  # fmt: skip
+
+
+def _texts(form: FormData, name: str) -> list[str]:
+    values = form.getlist(name)
+    for v in values:
+        if not isinstance(v, str):
+            raise ApiError(400, f"field {name!r} must be text, not a file",
+                           code="invalid_value", param=name)  # fmt: skip
+    return [v.strip() for v in values if v.strip()]
+
+
+def _text(form: FormData, name: str) -> str | None:
+    values = _texts(form, name)
+    if len(values) > 1:
+        raise ApiError(400, f"field {name!r} was given {len(values)} times; give it once",
+                       code="invalid_value", param=name)  # fmt: skip
+    return values[0] if values else None
+
+
+def _temperature(text: str | None) -> float:
+    if text is None:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise ApiError(400, f"temperature must be a number from 0 to 1, got {text!r}",
+                       code="invalid_value", param="temperature")  # fmt: skip
+    return value
+
+
+def _context(form: FormData) -> list[ContextTerm]:
+    """Terms from ``context``, then from ``context_text`` and ``prompt`` (weighted lower)."""
+    terms: list[ContextTerm] = []
+    try:
+        # OpenAI's client sends a list in ``extra_body`` as ``name[]`` fields. All values
+        # make one list, so a value that is only a comment or a heading is no error.
+        listed = _texts(form, "context") + _texts(form, "context[]")
+        if listed:
+            terms.extend(parse_term_list("\n".join(listed), source="context"))
+        texts = _texts(form, "context_text") + _texts(form, "context_text[]")
+        for i, value in enumerate(texts):
+            terms.extend(terms_from_text(value, source=f"context_text[{i}]"))
+    except ContextError as err:
+        param = "context_text" if err.source.startswith("context_text") else "context"
+        raise ApiError(400, str(err), code="invalid_context", param=param) from None
+    prompt = _text(form, "prompt")
+    if prompt:
+        # OpenAI's prompt steers style or spelling; what ctxasr can use of it is its
+        # vocabulary, so its names and rare words join the context. A prompt with none
+        # (plain prose) is no error.
+        with contextlib.suppress(ContextError):
+            terms.extend(terms_from_text(prompt, source="prompt"))
+    return dedupe_terms(terms)

@@ -1,0 +1,83 @@
+"""A transcript in the ``response_format`` a client asked for, shaped as OpenAI's API.
+
+``json`` and ``verbose_json`` follow OpenAI's fields and add ctxasr's own:
+``context_used`` (the terms the decoder was given) and, in ``verbose_json``,
+``context_picks`` (which terms speech-aware pruning picked, per stretch, and why).
+Clients that do not know them ignore them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from ctxasr.results import Segment, Transcript
+from ctxasr.writers import format_transcript, pick_to_dict, to_milliseconds
+
+FRAMES_PER_SECOND = 100  # Whisper's mel frames: OpenAI's ``seek`` counts them
+
+_MEDIA_TYPES = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
+
+
+def render(t: Transcript, response_format: str, *, words: bool,
+           encode: Callable[[str], list[int]]) -> Response:  # fmt: skip
+    """The HTTP response for ``t``; ``encode`` gives the token ids of a segment's text."""
+    if response_format == "json":
+        return JSONResponse({"text": t.text, "usage": _usage(t), "context_used": list(t.context_used)})
+    if response_format == "verbose_json":
+        return JSONResponse(verbose(t, words=words, encode=encode))
+    if response_format == "text":
+        return PlainTextResponse(t.text + "\n" if t.text else "", media_type="text/plain")
+    body = format_transcript(t, response_format)
+    return PlainTextResponse(body, media_type=_MEDIA_TYPES[response_format])
+
+
+def verbose(t: Transcript, *, words: bool, encode: Callable[[str], list[int]]) -> dict[str, Any]:
+    """OpenAI's ``verbose_json`` body, plus ``context_used`` and ``context_picks``."""
+    out: dict[str, Any] = {
+        "task": "transcribe",
+        "language": t.language,
+        "duration": _seconds(t.duration),
+        "text": t.text,
+        "segments": [_segment(i, s, encode) for i, s in enumerate(t.segments)],
+        "usage": _usage(t),
+        "context_used": list(t.context_used),
+        "context_picks": [pick_to_dict(p) for p in t.picks],
+    }
+    if words:
+        out["words"] = [{"word": w.word.strip(), "start": _seconds(w.start), "end": _seconds(w.end)}
+                        for w in t.words]  # fmt: skip
+    return out
+
+
+def _segment(i: int, s: Segment, encode: Callable[[str], list[int]]) -> dict[str, Any]:
+    return {
+        "id": i,
+        "seek": round(s.start * FRAMES_PER_SECOND),
+        "start": _seconds(s.start),
+        "end": _seconds(s.end),
+        "text": s.text,
+        "tokens": encode(s.text),
+        "temperature": s.temperature,
+        "avg_logprob": s.avg_logprob,
+        "compression_ratio": compression_ratio(s.text),
+        "no_speech_prob": s.no_speech_prob,
+    }
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's repetition check: UTF-8 length over zlib-compressed length."""
+    data = text.encode("utf-8")
+    return round(len(data) / len(zlib.compress(data)), 4) if data else 0.0
+
+
+def _usage(t: Transcript) -> dict[str, Any]:
+    # OpenAI bills whole seconds of input audio and reports them here.
+    return {"type": "duration", "seconds": -(-to_milliseconds(t.duration) // 1000)}
+
+
+def _seconds(seconds: float) -> float:
+    return to_milliseconds(seconds) / 1000
