@@ -56,6 +56,17 @@ def test_context_from_repeated_fields_lines_weights_and_openai_brackets():
     assert req.terms == (ContextTerm("Kubernetes"), ContextTerm("etcd", 2.0), ContextTerm("Istio"))
 
 
+def test_context_files_are_read_as_utf8_text():
+    import io
+
+    glossary = UploadFile(io.BytesIO("\ufeffKubernetes\nZürich\n".encode()), filename="g.txt")
+    req = parse_transcription(form(("context", "etcd"), ("context", glossary), file=upload()))
+    assert [t.text for t in req.terms] == ["etcd", "Kubernetes", "Zürich"]
+    latin1 = UploadFile(io.BytesIO("Zürich".encode("latin-1")), filename="l.txt")
+    err = api_error(parse_transcription, form(("context_text", latin1), file=upload()))
+    assert err.status == 400 and "'l.txt' is not UTF-8" in err.message
+
+
 def test_context_text_and_prompt_give_lower_weighted_terms():
     req = parse_transcription(form(
         ("context", "Birket"),

@@ -54,7 +54,7 @@ async def read_form(request: Request, max_part_bytes: int) -> FormData:
                        "multipart/form-data with the recording in the 'file' field",
                        code="unsupported_media_type")  # fmt: skip
     try:
-        return await request.form(max_files=4, max_fields=MAX_FIELDS, max_part_size=max_part_bytes)
+        return await request.form(max_files=8, max_fields=MAX_FIELDS, max_part_size=max_part_bytes)
     except ApiError:
         raise
     except Exception as err:  # noqa: BLE001 - Starlette raises several types for one cause
@@ -109,13 +109,30 @@ def _check_media_type(upload: UploadFile) -> None:
                    "or video", code="unsupported_media_type", param="file")  # fmt: skip
 
 
-def _texts(form: FormData, name: str) -> list[str]:
-    values = form.getlist(name)
-    for v in values:
+def _texts(form: FormData, name: str, *, files: bool = False) -> list[str]:
+    """The field's non-blank values; with ``files``, an attached file counts as its
+    UTF-8 text (``curl -F context=@glossary.txt``)."""
+    values: list[str] = []
+    for v in form.getlist(name):
         if not isinstance(v, str):
-            raise ApiError(400, f"field {name!r} must be text, not a file",
-                           code="invalid_value", param=name)  # fmt: skip
-    return [v.strip() for v in values if v.strip()]
+            if not files:
+                raise ApiError(400, f"field {name!r} must be text, not a file",
+                               code="invalid_value", param=name)  # fmt: skip
+            v = _file_text(v, name)
+        if v.strip():
+            values.append(v.strip())
+    return values
+
+
+def _file_text(upload: UploadFile, name: str) -> str:
+    upload.file.seek(0)
+    data = upload.file.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ApiError(400, f"field {name!r}: file {upload.filename or '(unnamed)'!r} is not "
+                       f"UTF-8 text (invalid byte at offset {err.start})",
+                       code="invalid_context", param=name) from None  # fmt: skip
 
 
 def _text(form: FormData, name: str) -> str | None:
@@ -145,10 +162,11 @@ def _context(form: FormData) -> list[ContextTerm]:
     try:
         # OpenAI's client sends a list in ``extra_body`` as ``name[]`` fields. All values
         # make one list, so a value that is only a comment or a heading is no error.
-        listed = _texts(form, "context") + _texts(form, "context[]")
+        listed = _texts(form, "context", files=True) + _texts(form, "context[]", files=True)
         if listed:
             terms.extend(parse_term_list("\n".join(listed), source="context"))
-        texts = _texts(form, "context_text") + _texts(form, "context_text[]")
+        texts = (_texts(form, "context_text", files=True)
+                 + _texts(form, "context_text[]", files=True))  # fmt: skip
         for i, value in enumerate(texts):
             terms.extend(terms_from_text(value, source=f"context_text[{i}]"))
     except ContextError as err:
