@@ -59,6 +59,7 @@ def test_health(url):
         ({"audio": b"%PDF-1.4", "name": "a.pdf", "media": "application/pdf"}, 415,
          "unsupported_media_type"),
         ({"files": {"model": (None, "whisper-1")}}, 400, "missing_file"),
+        ({"audio": QUILTER.read_bytes(), "name": ""}, 400, "missing_file"),  # no filename: text
         ({"audio": b"x", "data": {"response_format": "docx"}}, 400, "invalid_value"),
         ({"audio": b"x", "data": {"temperature": "2"}}, 400, "invalid_value"),
         ({"audio": QUILTER.read_bytes(), "data": {"model": "whisper-2"}}, 400, "model_not_found"),
@@ -68,6 +69,12 @@ def test_health(url):
 )  # fmt: skip
 def test_bad_requests(url, kwargs, status, code):
     assert error_of(post(url, **kwargs), status)["code"] == code
+
+
+@pytest.mark.parametrize("name", ["../../etc/x.wav", "a.\x00", "a./b", "a." + "w" * 300])
+def test_odd_file_names_are_harmless(url, name):
+    r = post(url, audio=QUILTER.read_bytes(), name=name)
+    assert r.status_code == 200 and "Quilter" in r.json()["text"]
 
 
 def test_not_multipart_is_415(url):

@@ -135,7 +135,7 @@ def _routes():
         try:
             req = parse_transcription(form)
             options = _options(req, state)
-            with _saved(req) as path:
+            async with _saved(req) as path:
                 await asyncio.to_thread(_probe, path)
                 transcript = await _transcribe(state, path, req, options, deadline,
                                                request)  # fmt: skip
@@ -171,15 +171,21 @@ def _options(req: TranscriptionRequest, state: ServerState) -> TranscribeOptions
                                word_timestamps=req.word_timestamps)  # fmt: skip
 
 
-@contextlib.contextmanager
-def _saved(req: TranscriptionRequest):
+@contextlib.asynccontextmanager
+async def _saved(req: TranscriptionRequest) -> AsyncIterator[Path]:
     """The upload as a file on disk (the decoder reads paths), removed afterwards."""
-    suffix = Path(req.upload.filename or "").suffix[:16]
+    suffix = Path(req.upload.filename or "").suffix[:16]  # a hint for FFmpeg's probe
+    if not suffix[1:].isalnum():  # a client's file name is not to be trusted
+        suffix = ""
     fd, name = tempfile.mkstemp(prefix="ctxasr-upload-", suffix=suffix)
-    try:
+
+    def copy() -> None:
         with os.fdopen(fd, "wb") as out:
             req.upload.file.seek(0)
             shutil.copyfileobj(req.upload.file, out)
+
+    try:
+        await asyncio.to_thread(copy)  # up to 25 MB: not on the event loop
         yield Path(name)
     finally:
         with contextlib.suppress(FileNotFoundError):

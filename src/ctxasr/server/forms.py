@@ -65,7 +65,11 @@ async def read_form(request: Request, max_part_bytes: int) -> FormData:
 def parse_transcription(form: FormData) -> TranscriptionRequest:
     """Check each field; ``ApiError`` 400 (or 415 for the file's type) naming the field."""
     upload = form.get("file")
-    if not isinstance(upload, UploadFile):
+    if isinstance(upload, str):
+        raise ApiError(400, "field 'file' came as text: send the recording as a file "
+                       "(a multipart part with a filename)", code="missing_file",
+                       param="file")  # fmt: skip
+    if upload is None:
         raise ApiError(400, "field 'file' is required: the recording to transcribe",
                        code="missing_file", param="file")  # fmt: skip
     _check_media_type(upload)
