@@ -88,7 +88,7 @@ def transcribe(
     ] = Retriever.phonetic,
     backend: Annotated[
         Backend,
-        typer.Option("--backend", help="ct2: CTranslate2 (fastest on CPUs); torch: ctxasr's PyTorch Whisper and beam search on the same weights (needed for --fusion-weight; pip install torch==2.13.0 'ctxasr[torch]')."),
+        typer.Option("--backend", help="ct2: CTranslate2 (fastest on CPUs); torch: ctxasr's PyTorch Whisper and beam search on the same weights (needed for --fusion-weight; pip install torch==2.13.0 'ctxasr\\[torch]')."),
     ] = Backend.ct2,
     fusion_weight: Annotated[
         float,
@@ -358,8 +358,10 @@ def _clock(seconds: float | None) -> str:
 
 
 def _mount_subcommands() -> None:
+    from ctxasr.batch.cli import batch
     from ctxasr.data.cli import data_app
 
+    app.command(name="batch")(batch)
     app.add_typer(data_app, name="data")
 
 

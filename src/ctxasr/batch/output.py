@@ -1,0 +1,187 @@
+"""The batch output: an append-only JSONL file that a killed job resumes from.
+
+Crash safety rests on two rules. Each finished row is written with one ``os.write`` of
+the whole line, newline included, to a file opened with ``O_APPEND``, then fsynced, so
+a kill at any moment leaves at worst one torn last line and never a torn line in the
+middle. And a resuming job repairs only that: it cuts a torn or unparseable last line
+off and leaves every complete line as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ctxasr.batch.rows import Task, audio_key
+from ctxasr.errors import CtxasrError
+from ctxasr.files import atomic_write
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The rows an output file already holds, by manifest line."""
+
+    lines: frozenset[int] = frozenset()
+    errors: frozenset[int] = frozenset()  # those of ``lines`` that ended with an error
+    repaired: bool = False  # whether a torn last line was cut off
+
+
+def check_output(output: Path, manifest: Path) -> None:
+    """Refuse an output path that would clobber the manifest or cannot be a file."""
+    if output.is_dir():
+        raise CtxasrError(str(output), "is a directory; -o takes a .jsonl file path")
+    if output.exists() and output.resolve() == manifest.resolve():
+        raise CtxasrError(str(output), "is the manifest; refusing to append results to it")
+    if not output.parent.is_dir():
+        raise CtxasrError(str(output), f"folder {str(output.parent)!r} does not exist")
+
+
+def read_finished(output: Path, tasks: Sequence[Task]) -> Finished:
+    """The rows ``output`` holds for this manifest, after cutting off a torn last line.
+
+    Raises:
+        CtxasrError: ``output`` holds another manifest's rows (a transcript whose
+            ``manifest_line`` has another audio path in the manifest, or a line the
+            manifest does not have), or a line that is not a result row anywhere but
+            at the end. Nothing is changed then.
+    """
+    if not output.exists():
+        return Finished()
+    expected = {t.line: t.key for t in tasks}
+    lines: set[int] = set()
+    errors: set[int] = set()
+    good_end = 0  # byte offset just past the last good row
+    broken: int | None = None  # number of a line that is no result row
+    for number, start, raw in _raw_lines(output):
+        if broken is not None:  # only the last line may be broken: a kill tears no other
+            raise _foreign(output, broken)
+        row = _parse(raw)
+        if row is None:
+            # A torn write: the end of the file, no newline. Our rows carry a manifest
+            # line: a whole object without one is another file's line, never cut off.
+            torn = not raw.endswith(b"\n") and not _foreign_object(raw)
+            if not torn and not lines:
+                raise _foreign(output, number)
+            broken = number
+            continue
+        line = row["manifest_line"]
+        # An error row is matched by its line alone: the user may have fixed that very
+        # line (its JSON, its audio path) since, for --retry-errors to run it again.
+        if line not in expected or ("error" not in row and audio_key(row) != expected[line]):
+            raise CtxasrError(str(output), _mismatch(line, audio_key(row), expected))
+        lines.add(line)
+        if "error" in row:
+            errors.add(line)
+        good_end = start + len(raw)
+    repaired = good_end < output.stat().st_size
+    if repaired:
+        os.truncate(output, good_end)
+    return Finished(frozenset(lines), frozenset(errors), repaired)
+
+
+def _foreign(output: Path, number: int) -> CtxasrError:
+    return CtxasrError(f"{output}:{number}", "is not a batch result row; "
+                       "not a ctxasr batch output? (pass another -o)")  # fmt: skip
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset, raw bytes with the newline) of each line of ``path``."""
+    offset = 0
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            yield number, offset, raw
+            offset += len(raw)
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """A complete result row, or None for a torn or foreign line."""
+    if not raw.endswith(b"\n"):
+        return None  # cut short by a kill, even if what is there happens to parse
+    row = _load(raw)
+    if not isinstance(row, dict):
+        return None
+    line = row.get("manifest_line")
+    if not isinstance(line, int) or isinstance(line, bool) or line < 1:
+        return None
+    return row
+
+
+def _foreign_object(raw: bytes) -> bool:
+    obj = _load(raw)
+    return isinstance(obj, dict) and "manifest_line" not in obj
+
+
+def _load(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _mismatch(line: int, got: str | None, expected: dict[int, str | None]) -> str:
+    if line not in expected:
+        said = f"has a row for manifest line {line}, which the manifest does not have"
+    else:
+        said = (f"has a row for manifest line {line} with audio {got!r}, "
+                f"where the manifest has {expected[line]!r}")  # fmt: skip
+    return f"{said}: it holds another manifest's results; pass another -o"
+
+
+def drop_error_rows(output: Path) -> int:
+    """Rewrite ``output`` without its error rows (atomically); returns how many went.
+
+    Complete lines are copied byte for byte; call after :func:`read_finished` has
+    repaired the end of the file.
+    """
+    dropped = 0
+    with atomic_write(output, binary=True) as f:
+        for _, _, raw in _raw_lines(output):
+            row = _parse(raw)
+            if row is not None and "error" in row:
+                dropped += 1
+            else:
+                f.write(raw)
+        f.flush()
+        os.fsync(f.fileno())
+    return dropped
+
+
+class AppendLog:
+    """Appends result rows to a JSONL file, each durable once ``write`` returns.
+
+    The file is created at the first row, so a job that fails before any row finishes
+    leaves no empty output behind.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        data = encode_row(row)
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        # One write call per line: with O_APPEND it lands whole at the end of the file,
+        # so a kill leaves at most this line torn, which the next run cuts off.
+        written = os.write(self._fd, data)
+        if written != len(data):
+            raise CtxasrError(str(self.path), f"short write ({written} of {len(data)} bytes); "
+                              "disk full? Free space and re-run to resume")  # fmt: skip
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def encode_row(row: dict[str, Any]) -> bytes:
+    """One JSONL line, UTF-8, newline included."""
+    try:
+        return (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate read from a "\ud800" escape
+        return (json.dumps(row) + "\n").encode("ascii")
