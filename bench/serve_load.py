@@ -61,6 +61,8 @@ SCENARIOS = (
     Scenario(1, 1, 8),
     Scenario(2, 1, 8),
     Scenario(4, 1, 8),
+    Scenario(1, 2, 8),
+    Scenario(2, 2, 8),
     Scenario(4, 2, 8),
     Scenario(8, 2, 8),
     Scenario(8, 1, 1),  # overload: most requests find the queue full

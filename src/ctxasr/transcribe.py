@@ -109,6 +109,14 @@ RETRIEVERS = ("phonetic", "all", "none")
 CACHE_MIN_TERMS = 2000  # smaller contexts index in well under a second: not worth a file
 
 
+def cpu_count() -> int:
+    """CPUs this process may run on (a container's or taskset's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 BACKENDS = ("ct2", "torch")
 TORCH_DTYPES = ("float32", "bfloat16")
 

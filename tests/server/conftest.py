@@ -33,6 +33,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def unused_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    return free_port()
+
+
 class LiveServer:
     """One uvicorn server in a background thread; ``url`` is its base address."""
 

@@ -13,15 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port
-
 pytestmark = pytest.mark.model
 
 LINNELL = Path(__file__).resolve().parents[2] / "examples" / "linnell-8k.wav"  # 29 s
 
 
-def start(*flags: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def start(port: int, *flags: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "ctxasr.cli", "serve", "--port", str(port), "--log-level", "info",
          *flags],
@@ -71,8 +68,8 @@ def stopped_cleanly(proc: subprocess.Popen) -> str:
     return log
 
 
-def test_sigterm_finishes_in_flight_work_then_exits_cleanly():
-    proc, url = start("--shutdown-grace", "60")
+def test_sigterm_finishes_in_flight_work_then_exits_cleanly(unused_port):
+    proc, url = start(unused_port, "--shutdown-grace", "60")
     thread, outcome = transcribe_in_background(url)
     os.kill(proc.pid, signal.SIGTERM)
     thread.join(60)
@@ -84,8 +81,8 @@ def test_sigterm_finishes_in_flight_work_then_exits_cleanly():
         httpx.get(url + "/health", timeout=1)
 
 
-def test_sigterm_cancels_work_that_outlasts_the_grace():
-    proc, url = start("--shutdown-grace", "0", "--threads", "1")
+def test_sigterm_cancels_work_that_outlasts_the_grace(unused_port):
+    proc, url = start(unused_port, "--shutdown-grace", "0", "--threads", "1")
     thread, outcome = transcribe_in_background(url)
     began = time.monotonic()
     os.kill(proc.pid, signal.SIGTERM)

@@ -258,6 +258,12 @@ def test_settings_from_environment_and_checked(monkeypatch):
     settings = ServerSettings()
     assert (settings.port, settings.max_queue, settings.max_upload_bytes) == (9123, 3, 25 * 2**20)
     assert ServerSettings(port=1).port == 1  # arguments win over the environment
+    from ctxasr.transcribe import cpu_count
+
+    default = ServerSettings()
+    assert default.concurrency == min(8, cpu_count())
+    assert default.threads_per_transcription == max(1, cpu_count() // default.concurrency)
+    assert ServerSettings(concurrency=1, cpu_threads=3).threads_per_transcription == 3
     for bad in ({"backend": "onnx"}, {"retriever": "magic"}, {"concurrency": 0},
                 {"fusion_weight": 1.0}, {"port": 70000}, {"no_such_setting": 1}):  # fmt: skip
         with pytest.raises(ValueError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,14 +29,6 @@ class WorkerSetup:
             self.model_options or ModelOptions(), cpu_threads=self.threads
         )
         return Transcriber(self.model, self.options or TranscribeOptions(), model_options)
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on (a container's or taskset's share, not the host's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def default_workers(cpus: int) -> int:

@@ -85,7 +85,7 @@ def create_app(settings: ServerSettings | None = None, *,
 def load_transcriber(settings: ServerSettings) -> Transcriber:
     """The model the settings name, loaded with room for ``concurrency`` decodes."""
     model_options = ModelOptions(device=settings.device, compute_type=settings.compute_type,
-                                 cpu_threads=settings.cpu_threads,
+                                 cpu_threads=settings.threads_per_transcription,
                                  num_workers=settings.concurrency, backend=settings.backend,
                                  torch_dtype=settings.torch_dtype)  # fmt: skip
     return Transcriber(settings.model, TranscribeOptions(), model_options)

@@ -5,9 +5,14 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ctxasr.transcribe import BACKENDS, RETRIEVERS, TORCH_DTYPES
+from ctxasr.transcribe import BACKENDS, RETRIEVERS, TORCH_DTYPES, cpu_count
 
 MIB = 1024 * 1024
+MAX_DEFAULT_CONCURRENCY = 8  # each running transcription holds its own decoder state
+
+
+def default_concurrency() -> int:
+    return max(1, min(MAX_DEFAULT_CONCURRENCY, cpu_count()))
 
 
 class ServerSettings(BaseSettings):
@@ -33,11 +38,15 @@ class ServerSettings(BaseSettings):
     device: str = "cpu"
     compute_type: str = "int8"
     cpu_threads: int = Field(0, ge=0)
-    """CPU threads per transcription (0: the backend's default)."""
+    """CPU threads per transcription (0: the CPUs shared out among ``concurrency``)."""
     torch_dtype: str = "float32"
-    concurrency: int = Field(1, ge=1, le=64)
-    """Transcriptions that run at once. On a CPU one transcription already uses several
-    cores, so more than one mostly trades latency for throughput."""
+    concurrency: int = Field(default_factory=lambda: default_concurrency(), ge=1, le=64)
+    """Transcriptions that run at once; default one per CPU, at most 8, each with
+    ``cpu_threads`` = CPUs / concurrency. Much of a transcription is single-threaded
+    (decoding the upload, VAD, beam bookkeeping), so parallel requests on one thread
+    each use the cores better than one request on all: on 2 CPUs, 2 x 1 thread served
+    1.4-1.5x the requests per second of 1 x 2 threads, for 15% more latency when only one
+    client is asking (``bench/results/serve_load.md``)."""
     max_queue: int = Field(8, ge=0)
     """Requests that may wait for a free slot; beyond that the server answers 503 with
     Retry-After."""
@@ -52,6 +61,10 @@ class ServerSettings(BaseSettings):
     fusion_weight: float = Field(0.0, ge=0)
     """Shallow-fusion bonus per context token (torch backend only); 0: off."""
     beam_size: int = Field(5, ge=1, le=20)
+
+    @property
+    def threads_per_transcription(self) -> int:
+        return self.cpu_threads or max(1, cpu_count() // self.concurrency)
 
     def model_post_init(self, _context: object) -> None:
         for name, value, allowed in (
