@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ctxasr.bars import ProgressBar
 from ctxasr.errors import CtxasrError
 
 app = typer.Typer(
@@ -310,44 +311,24 @@ class _user_errors:
         raise typer.Exit(1)
 
 
-class _progress:
-    """A rich progress bar on stderr over audio seconds; a no-op when disabled."""
+class _progress(ProgressBar):
+    """A progress bar over audio seconds, with the speed in multiples of real time."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._bar = None
-        self._task = None
+    def columns(self) -> list:
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        return [TextColumn("transcribing"), BarColumn(), TextColumn("{task.fields[audio]}"),
+                TextColumn("{task.fields[speed]}"), TimeElapsedColumn()]  # fmt: skip
 
-        self._bar = Progress(
-            TextColumn("transcribing"),
-            BarColumn(),
-            TextColumn("{task.fields[audio]}"),
-            TextColumn("{task.fields[speed]}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self._bar.__enter__()
+    def started(self) -> None:
         self._task = self._bar.add_task("transcribe", total=None, audio="", speed="")
-        return self._update
 
-    def _update(self, done: float, total: float | None) -> None:
+    def update(self, done: float, total: float | None) -> None:
         task = self._bar.tasks[0]
         elapsed = task.elapsed or 0.0
         speed = f"{done / elapsed:.1f}x real time" if elapsed > 0 else ""
         shown = f"{_clock(done)} / {_clock(total)}" if total else _clock(done)
         self._bar.update(self._task, completed=done, total=total, audio=shown, speed=speed)
-
-    def __exit__(self, *exc) -> bool:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-        return False
 
 
 def _clock(seconds: float | None) -> str:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ctxasr.bars import ProgressBar
+
 if TYPE_CHECKING:
     from ctxasr.batch import BatchSummary
 
@@ -131,54 +133,32 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-class _RowProgress:
-    """A rich progress bar on stderr over rows, with errors and ETA; a no-op when disabled."""
+class _RowProgress(ProgressBar):
+    """A progress bar over rows, with errors and ETA."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._bar = None
-        self._task = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.console import Console
+    def columns(self) -> list:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
-            Progress,
             TextColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
-        self._bar = Progress(
-            TextColumn("transcribing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("rows, {task.fields[errors]} errors"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-            # Rows of long recordings finish minutes apart: rich's default 30 s window
-            # would often hold no finished row and show no ETA.
-            speed_estimate_period=600,
-        )
-        self._bar.__enter__()
-        return self._update
+        return [TextColumn("transcribing"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("rows, {task.fields[errors]} errors"), TimeElapsedColumn(),
+                TextColumn("ETA"), TimeRemainingColumn()]  # fmt: skip
 
-    def _update(self, done: int, total: int, errors: int) -> None:
+    def options(self) -> dict:
+        # Rows of long recordings finish minutes apart: rich's default 30 s window
+        # would often hold no finished row and show no ETA.
+        return {"speed_estimate_period": 600}
+
+    def update(self, done: int, total: int, errors: int) -> None:
         if self._task is None:  # resumed rows start the bar, outside the speed estimate
             self._task = self._bar.add_task("batch", total=total, completed=done, errors=errors)
         else:
             self._bar.update(self._task, completed=done, total=total, errors=errors)
-
-    def __exit__(self, *exc) -> bool:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-        return False
 
 
 def main() -> None:

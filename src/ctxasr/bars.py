@@ -1,0 +1,49 @@
+"""Progress bars of the command-line shells (``ctxasr transcribe``, ``ctxasr batch``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class ProgressBar:
+    """A rich progress bar on stderr, or a no-op when disabled.
+
+    ``with Bar(enabled) as progress:`` gives the callback to hand to the library (None
+    when disabled). Subclasses say which columns to show and how a call updates them.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+        self._task: Any = None
+
+    def columns(self) -> list[Any]:
+        raise NotImplementedError
+
+    def options(self) -> dict[str, Any]:
+        """More keyword arguments for ``rich.progress.Progress``."""
+        return {}
+
+    def update(self, *args: Any) -> None:
+        raise NotImplementedError
+
+    def started(self) -> None:
+        """Called once the bar shows (to add its task up front)."""
+
+    def __enter__(self) -> Callable[..., None] | None:
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self._bar = Progress(*self.columns(), console=Console(stderr=True), transient=True,
+                             **self.options())  # fmt: skip
+        self._bar.__enter__()
+        self.started()
+        return self.update
+
+    def __exit__(self, *exc: object) -> bool:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+        return False
