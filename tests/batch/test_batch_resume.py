@@ -34,12 +34,20 @@ def test_every_row_once_with_errors_in_place(reference_run, manifest_lines):
 
 
 def start(manifest: Path, out: Path) -> subprocess.Popen:
-    # Its own session, so that killpg reaches the worker processes too.
-    return subprocess.Popen(
-        [sys.executable, "-m", "ctxasr.batch.cli", str(manifest), "-o", str(out),
-         "--workers", "1", "--threads", "1"],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    # A test run started in the background of a non-interactive shell (as CI may be)
+    # has SIGINT ignored, and a child would inherit that: while it starts, handle
+    # SIGINT here, which an exec resets to the default a terminal's job has.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        # Its own session, so that killpg reaches the worker processes too.
+        return subprocess.Popen(
+            [sys.executable, "-m", "ctxasr.batch.cli", str(manifest), "-o", str(out),
+             "--workers", "1", "--threads", "1"],
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def wait_for_rows(proc: subprocess.Popen, out: Path, n: int, timeout: float = 120) -> bytes:
