@@ -16,8 +16,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ctxasr.bars import ProgressBar
 from ctxasr.errors import CtxasrError
+from ctxasr.shell import ProgressBar, Retriever
 
 app = typer.Typer(
     name="ctxasr",
@@ -40,11 +40,6 @@ class OutputFormat(str, Enum):
 def _main() -> None:
     """Contextual speech recognition: transcripts that get your terms right."""
 
-
-class Retriever(str, Enum):
-    phonetic = "phonetic"
-    all = "all"
-    none = "none"
 
 
 class Backend(str, Enum):

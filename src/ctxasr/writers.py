@@ -58,7 +58,8 @@ def format_timestamp(seconds: float, *, decimal_marker: str = ",") -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal_marker}{ms:03d}"
 
 
-def _seconds(seconds: float) -> float:
+def round_seconds(seconds: float) -> float:
+    """Seconds rounded as every format rounds them: to the millisecond, halves up."""
     return to_milliseconds(seconds) / 1000
 
 
@@ -67,15 +68,15 @@ def _seconds(seconds: float) -> float:
 
 def word_to_dict(w: Word) -> dict[str, Any]:
     return {
-        "start": _seconds(w.start),
-        "end": _seconds(w.end),
+        "start": round_seconds(w.start),
+        "end": round_seconds(w.end),
         "word": w.word,
         "probability": round(w.probability, PROBABILITY_DECIMALS),
     }
 
 
 def segment_to_dict(s: Segment) -> dict[str, Any]:
-    return {"start": _seconds(s.start), "end": _seconds(s.end), "text": s.text}
+    return {"start": round_seconds(s.start), "end": round_seconds(s.end), "text": s.text}
 
 
 def transcript_to_dict(t: Transcript, *, word_timestamps: bool) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def transcript_to_dict(t: Transcript, *, word_timestamps: bool) -> dict[str, Any
     out: dict[str, Any] = {
         "text": t.text,
         "segments": [segment_to_dict(s) for s in t.segments],
-        "duration": _seconds(t.duration),
+        "duration": round_seconds(t.duration),
         "model": t.model,
         "language": t.language,
         "context_used": list(t.context_used),
@@ -104,8 +105,8 @@ def transcript_to_dict(t: Transcript, *, word_timestamps: bool) -> dict[str, Any
 def pick_to_dict(p: ContextPick) -> dict[str, Any]:
     """One stretch's retrieval: what the first pass heard, the terms picked and why."""
     return {
-        "start": _seconds(p.start),
-        "end": _seconds(p.end),
+        "start": round_seconds(p.start),
+        "end": round_seconds(p.end),
         "heard": p.heard,
         "selected": [dataclasses.asdict(e) for e in p.selected],
         "rejected": [dataclasses.asdict(e) for e in p.rejected],

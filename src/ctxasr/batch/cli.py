@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ctxasr.bars import ProgressBar
+from ctxasr.shell import ProgressBar, Retriever
 
 if TYPE_CHECKING:
     from ctxasr.batch import BatchSummary
@@ -31,11 +31,6 @@ class Engine(str, Enum):
     local = "local"
     ray = "ray"
 
-
-class Retriever(str, Enum):
-    phonetic = "phonetic"
-    all = "all"
-    none = "none"
 
 
 def batch(

@@ -196,7 +196,12 @@ def _probe(path: Path) -> None:
     try:
         probe(path)
     except AudioError as err:
-        raise ApiError(400, f"file: {err.problem}", code="invalid_audio", param="file") from None
+        raise _bad_audio(err) from None
+
+
+def _bad_audio(err: AudioError) -> ApiError:
+    # The upload's temporary path means nothing to the client: name its field instead.
+    return ApiError(400, f"file: {err.problem}", code="invalid_audio", param="file")
 
 
 async def _transcribe(state: ServerState, path: Path, req: TranscriptionRequest,
@@ -222,7 +227,7 @@ async def _transcribe(state: ServerState, path: Path, req: TranscriptionRequest,
         raise ApiError(503, "the server is shutting down; retry on another instance",
                        code="shutting_down", headers={"Retry-After": "5"}) from None  # fmt: skip
     except AudioError as err:
-        raise ApiError(400, f"file: {err.problem}", code="invalid_audio", param="file") from None
+        raise _bad_audio(err) from None
     except CtxasrError as err:
         raise ApiError(400, str(err), code="invalid_request") from None
 

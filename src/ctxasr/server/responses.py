@@ -15,7 +15,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from ctxasr.results import Segment, Transcript
-from ctxasr.writers import format_transcript, pick_to_dict, to_milliseconds
+from ctxasr.writers import format_transcript, pick_to_dict, round_seconds, to_milliseconds
 
 FRAMES_PER_SECOND = 100  # Whisper's mel frames: OpenAI's ``seek`` counts them
 
@@ -40,7 +40,7 @@ def verbose(t: Transcript, *, words: bool, encode: Callable[[str], list[int]]) -
     out: dict[str, Any] = {
         "task": "transcribe",
         "language": t.language,
-        "duration": _seconds(t.duration),
+        "duration": round_seconds(t.duration),
         "text": t.text,
         "segments": [_segment(i, s, encode) for i, s in enumerate(t.segments)],
         "usage": _usage(t),
@@ -48,7 +48,7 @@ def verbose(t: Transcript, *, words: bool, encode: Callable[[str], list[int]]) -
         "context_picks": [pick_to_dict(p) for p in t.picks],
     }
     if words:
-        out["words"] = [{"word": w.word.strip(), "start": _seconds(w.start), "end": _seconds(w.end)}
+        out["words"] = [{"word": w.word.strip(), "start": round_seconds(w.start), "end": round_seconds(w.end)}
                         for w in t.words]  # fmt: skip
     return out
 
@@ -57,8 +57,8 @@ def _segment(i: int, s: Segment, encode: Callable[[str], list[int]]) -> dict[str
     return {
         "id": i,
         "seek": round(s.start * FRAMES_PER_SECOND),
-        "start": _seconds(s.start),
-        "end": _seconds(s.end),
+        "start": round_seconds(s.start),
+        "end": round_seconds(s.end),
         "text": s.text,
         "tokens": encode(s.text),
         "temperature": s.temperature,
@@ -77,7 +77,3 @@ def compression_ratio(text: str) -> float:
 def _usage(t: Transcript) -> dict[str, Any]:
     # OpenAI bills whole seconds of input audio and reports them here.
     return {"type": "duration", "seconds": -(-to_milliseconds(t.duration) // 1000)}
-
-
-def _seconds(seconds: float) -> float:
-    return to_milliseconds(seconds) / 1000

@@ -1,9 +1,20 @@
-"""Progress bars of the command-line shells (``ctxasr transcribe``, ``ctxasr batch``)."""
+"""What the command-line shells (``ctxasr``, ``ctxasr batch``) share: choices of their
+flags and their progress bars. A module of its own because ``ctxasr.batch.cli`` cannot
+import ``ctxasr.cli``, which mounts it, at import time."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
+
+
+class Retriever(str, Enum):
+    """``--retriever``: how a context reaches the decoder (``TranscribeOptions.retriever``)."""
+
+    phonetic = "phonetic"
+    all = "all"
+    none = "none"
 
 
 class ProgressBar:
