@@ -33,9 +33,15 @@ class TermEvidence:
     """Why a context term was (or was nearly) picked for a stretch of speech."""
 
     term: str
-    score: float  # 0..1: how well the term's sounds match what the first pass heard
+    score: float  # 0..1: the retriever's confidence that the term was spoken
     span: str  # the first-pass words the term matched
     in_text: bool  # the first pass already spelled the term as given
+    # The evidence behind ``score``, where the retriever computed it:
+    phonetic: float | None = None  # 0..1: sound match against the first pass's words
+    audio: float | None = None  # 0..1: the trained audio scorer's probability (A2P)
+    # Log-probability (nats) of the second pass's version of the span minus the first
+    # pass's, both scored by a prompt-free forced decode; set once the pick is verified.
+    verify: float | None = None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from ctxasr.errors import CtxasrError
-from ctxasr.results import ContextPick, Segment, Transcript, Word
+from ctxasr.results import ContextPick, Segment, TermEvidence, Transcript, Word
 
 FORMATS = ("text", "json", "srt", "vtt", "tsv")
 
@@ -108,11 +108,16 @@ def pick_to_dict(p: ContextPick) -> dict[str, Any]:
         "start": round_seconds(p.start),
         "end": round_seconds(p.end),
         "heard": p.heard,
-        "selected": [dataclasses.asdict(e) for e in p.selected],
-        "rejected": [dataclasses.asdict(e) for e in p.rejected],
+        "selected": [_evidence(e) for e in p.selected],
+        "rejected": [_evidence(e) for e in p.rejected],
         "second_pass": p.second_pass,
         "seconds": p.seconds,
     }
+
+
+def _evidence(e: TermEvidence) -> dict[str, Any]:
+    """A term's evidence, without the kinds of evidence its retriever did not compute."""
+    return {k: v for k, v in dataclasses.asdict(e).items() if v is not None}
 
 
 # --- text formats ------------------------------------------------------------------

@@ -28,7 +28,7 @@ import os
 import string
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Protocol
@@ -60,10 +60,14 @@ class Evidence:
     """What a first pass heard in one stretch of audio.
 
     ``hypotheses`` are the decoder's n-best texts, best first; alternatives help when the
-    best one misheard a term that a runner-up got closer to.
+    best one misheard a term that a runner-up got closer to. ``frames`` is the speech
+    encoder's output for the stretch, shape (T, D) float32 at 50 frames per second (T =
+    1500 for Whisper's 30 s, padding included, as the decoder sees it), for retrievers
+    that listen to the audio themselves; None where the backend does not expose it.
     """
 
     hypotheses: tuple[str, ...]
+    frames: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
