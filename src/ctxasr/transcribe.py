@@ -29,9 +29,13 @@ import numpy as np
 from ctxasr.audio import BLOCK_SECONDS, SAMPLE_RATE, probe, stream_audio
 from ctxasr.context.graph import ContextGraph
 from ctxasr.context.prompt import EMPTY_PROMPT, PROMPT_BUDGET, Prompt, build_prompt
+from ctxasr.context.hybrid import AudioOptions, AudioRetriever, HybridOptions, HybridRetriever
 from ctxasr.context.retrieval import (
+    Evidence,
     PhoneticOptions,
     PhoneticRetriever,
+    Retrieval,
+    Retriever,
     context_key,
     index_cache_dir,
 )
@@ -40,7 +44,7 @@ from ctxasr.context.terms import ContextTerm, dedupe_terms
 from ctxasr.errors import AudioError, ModelError
 from ctxasr.models import ResolvedModel, resolve_model
 from ctxasr.results import Segment, Transcript, Word
-from ctxasr.twopass import SeekPlan, merge_passes, with_context
+from ctxasr.twopass import SeekPlan, merge_verified, with_context
 from ctxasr.vad import SileroVad, VadOptions, Window, WindowPlanner
 
 # (done_seconds, total_seconds or None when the container does not say)
@@ -75,9 +79,23 @@ class TranscribeOptions:
     # pass without context, the terms it heard (matched by sound) in a second pass's
     # prompt; any context size. "all": the whole list in every prompt, as far as the
     # budget goes (the usual prompting; fine for a handful of terms). "none": ignore it.
+    # "hybrid": the phonetic index shortlists by sound, a trained audio scorer (A2P,
+    # ``ctxasr.a2p``) re-ranks the shortlist on the stretch's encoder frames. "a2p": the
+    # audio scorer alone over the whole list (small contexts).
     retriever: str = "phonetic"
     nbest: int = 5  # first-pass hypotheses the retriever sees (at most beam_size)
     retrieval: PhoneticOptions = field(default_factory=PhoneticOptions)
+    hybrid: HybridOptions = field(default_factory=HybridOptions)
+    audio_retrieval: AudioOptions = field(default_factory=AudioOptions)
+    # The audio scorer's weights (a directory with model.safetensors and config.json);
+    # None: the packaged ones, trained for the packaged tiny.en.
+    scorer: str | None = None
+    # Decoder verification of the second pass: each stretch where pass 2 brings a picked
+    # term in is scored, with and without the change, by a prompt-free forced decode of
+    # the same audio; the change is kept when it costs at most ``verify_margin`` nats.
+    # It keeps distractors that the prompt pushed into the text out of it.
+    verify: bool = False
+    verify_margin: float = 2.0
     # Store the index of a large context (>= 2,000 terms) on disk under its content hash
     # ($CTXASR_CACHE, else ~/.cache/ctxasr/index), so the next run skips the build.
     cache_index: bool = True
@@ -95,6 +113,8 @@ class TranscribeOptions:
             raise ValueError(
                 f"retriever must be one of {', '.join(RETRIEVERS)}, got {self.retriever!r}"
             )
+        if not (0 <= self.verify_margin < float("inf")):
+            raise ValueError(f"verify_margin must be a finite number >= 0, got {self.verify_margin}")
         if self.nbest < 1:
             raise ValueError(f"nbest must be at least 1, got {self.nbest}")
         if not (0 <= self.fusion_weight < float("inf")):
@@ -105,7 +125,8 @@ class TranscribeOptions:
                              "set fusion_weight above 0 (or retriever 'none')")  # fmt: skip
 
 
-RETRIEVERS = ("phonetic", "all", "none")
+RETRIEVERS = ("hybrid", "a2p", "phonetic", "all", "none")
+LISTENING = ("hybrid", "a2p")  # retrievers that need the audio scorer
 CACHE_MIN_TERMS = 2000  # smaller contexts index in well under a second: not worth a file
 
 
@@ -171,7 +192,8 @@ class Transcriber:
         self.resolved: ResolvedModel = resolve_model(model)
         self.options = options
         # Retrievers of recent contexts: a server or a batch job reuses one context.
-        self._retrievers: _Recent[tuple[str, PhoneticOptions], PhoneticRetriever] = _Recent(4)
+        self._retrievers: _Recent[tuple, Retriever] = _Recent(4)
+        self._scorers: _Recent[str | None, object] = _Recent(2)
         self._graphs: _Recent[tuple[tuple[str, float], ...], ContextGraph] = _Recent(16)
         self.backend = model_options.backend
         self._model = _prompted_model_class()(
@@ -206,14 +228,64 @@ class Transcriber:
 
     def retriever_for(
         self, context: Sequence[ContextTerm], options: TranscribeOptions | None = None
-    ) -> PhoneticRetriever:
-        """The phonetic retriever of a context, built once and kept for the next calls."""
+    ) -> Retriever:
+        """The options' retriever of a context, built once and kept for the next calls."""
         opts = options or self.options
-        key = (context_key(context), opts.retrieval)
+        name = opts.retriever if opts.retriever in LISTENING else "phonetic"
+        phonetic = self._phonetic_for(context, opts)
+        if name == "phonetic":
+            return phonetic
+        scorer = self.scorer_for(opts.scorer)
+        key = (name, context_key(context), opts.retrieval, opts.hybrid, opts.audio_retrieval,
+               opts.scorer)  # fmt: skip
+        if name == "hybrid":
+            return self._retrievers.get(
+                key, lambda: HybridRetriever(phonetic, scorer, opts.hybrid)
+            )
+        return self._retrievers.get(
+            key, lambda: AudioRetriever(phonetic, scorer, opts.audio_retrieval)
+        )
+
+    def _phonetic_for(self, context: Sequence[ContextTerm], opts: TranscribeOptions) -> PhoneticRetriever:
+        key = ("phonetic", context_key(context), opts.retrieval)
         cache = index_cache_dir() if opts.cache_index and len(context) >= CACHE_MIN_TERMS else None
         return self._retrievers.get(
             key, lambda: PhoneticRetriever(context, opts.retrieval, cache_dir=cache)
         )
+
+    def scorer_for(self, weights: str | None = None):
+        """The trained audio scorer (``ctxasr.a2p``): ``weights`` a directory, or None for
+        the packaged one. Loaded once.
+
+        Raises:
+            ModelError: the weights are missing, corrupt, or made for another encoder.
+        """
+        from ctxasr.a2p.scorer import A2PScorer
+
+        return self._scorers.get(weights, lambda: A2PScorer.load(weights))
+
+    def listen(
+        self,
+        audio: str | os.PathLike[str] | np.ndarray,
+        *,
+        options: TranscribeOptions | None = None,
+    ) -> list[tuple[float, float, Evidence]]:
+        """The first pass alone: per 30 s stretch, its window (seconds) and what it heard
+        (n-best texts and the encoder frames): the input of every retriever.
+
+        For benchmarks and tools that compare retrievers on one decode of the audio.
+        """
+        opts = dataclasses.replace(options or self.options, retriever="phonetic")
+        heard: list[tuple[float, float, Evidence]] = []
+        plan = SeekPlan(
+            retriever=_Listener(heard),
+            terms={},
+            encode=self.encode,
+            nbest=min(opts.nbest, opts.beam_size),
+        )
+        plan.retriever.plan = plan
+        self._run(audio, opts, EMPTY_PROMPT, plan, None, None)
+        return heard
 
     def graph_for(self, terms: Sequence[ContextTerm]) -> ContextGraph:
         """The shallow-fusion context graph of ``terms``, built once and kept for reuse."""
@@ -244,16 +316,20 @@ class Transcriber:
             if opts.fusion_weight > 0:
                 fusion = Fusion(opts.fusion_weight, self.graph_for, self.graph_for(terms),
                                 tuple(t.text for t in terms))  # fmt: skip
-        elif terms and opts.retriever == "phonetic":
+        elif terms and opts.retriever not in ("all", "none"):
             plan = SeekPlan(
                 retriever=self.retriever_for(terms, opts),
                 terms={t.text: t for t in terms},
                 encode=self.encode,
                 nbest=min(opts.nbest, opts.beam_size),
                 budget=opts.prompt_budget if opts.context_prompt else 0,
+                verify_margin=opts.verify_margin if opts.verify else None,
             )
             if opts.fusion_weight > 0:
                 fusion = Fusion(opts.fusion_weight, self.graph_for)
+        return self._run(audio, opts, prompt, plan, fusion, progress)
+
+    def _run(self, audio, opts, prompt, plan, fusion, progress) -> Transcript:
         if isinstance(audio, np.ndarray):
             if audio.size == 0:
                 raise AudioError("<samples>", "contains no audio samples (zero-length audio)")
@@ -353,7 +429,8 @@ def _prompted_model_class() -> type:
                 return first  # faster-whisper will drop this stretch as silence
             texts = [tokenizer.decode([t for t in seq if t < tokenizer.eot]).strip()
                      for seq in result.sequences_ids]  # fmt: skip
-            retrieval = plan.retrieve(texts)
+            frames = _frames(encoder_output) if getattr(plan.retriever, "listens", False) else None
+            retrieval = plan.retrieve(texts, frames)
             second_pass = retrieval.needs_second_pass
             plan.record(retrieval, texts[0] if texts else "", second_pass)
             if not second_pass:
@@ -370,11 +447,51 @@ def _prompted_model_class() -> type:
                     tokenizer,
                     options,
                 )
-            merged = merge_passes(result.sequences_ids[0], second[0].sequences_ids[0],
-                                  tokenizer, wanted)  # fmt: skip
-            return (_Merged([merged], result.no_speech_prob), *first[1:])
+            score = None
+            if plan.verify_margin is not None:
+                score = functools.partial(self._forced_logprobs, encoder_output, tokenizer)
+            merged = merge_verified(result.sequences_ids[0], second[0].sequences_ids[0],
+                                    tokenizer, wanted, score,
+                                    plan.verify_margin or 0.0)  # fmt: skip
+            plan.verified(merged.changes)
+            return (_Merged([merged.tokens], result.no_speech_prob), *first[1:])
+
+        def _forced_logprobs(self, encoder_output, tokenizer, texts) -> list[float]:
+            """log P(text | audio) of each text-token sequence, prompt-free (nats)."""
+            frames = 2 * int(encoder_output.shape[1])  # mel frames: the whole stretch
+            out = []
+            for text in texts:  # CTranslate2 aligns one sequence per audio item
+                if not text:
+                    out.append(0.0)
+                    continue
+                found = self.model.align(encoder_output, tokenizer.sot_sequence, [list(text)],
+                                         frames)[0]  # fmt: skip
+                out.append(float(np.sum(np.log(np.maximum(found.text_token_probs, 1e-30)))))
+            return out
 
     return PromptedWhisperModel
+
+
+def _frames(encoder_output) -> np.ndarray:
+    """The first audio item's encoder frames (T, D) float32, from either backend."""
+    if hasattr(encoder_output, "detach"):  # the torch backend's tensor
+        return encoder_output[0].detach().float().numpy()
+    return np.asarray(encoder_output)[0].astype(np.float32, copy=False)
+
+
+class _Listener:
+    """A retriever that picks nothing and keeps what each stretch's first pass heard."""
+
+    listens = True
+
+    def __init__(self, heard: list[tuple[float, float, Evidence]]) -> None:
+        self.heard = heard
+        self.plan: SeekPlan | None = None
+
+    def retrieve(self, evidence: Evidence) -> Retrieval:
+        window = self.plan.window if self.plan is not None else (0.0, 0.0)
+        self.heard.append((*window, evidence))
+        return Retrieval((), (), 0.0)
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,13 @@ The code here is plain token and text work, testable without a model.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import numpy as np
 
 from ctxasr.context.prompt import PROMPT_BUDGET, Prompt, build_prompt
 from ctxasr.context.retrieval import Evidence, Retrieval, Retriever
@@ -81,6 +84,28 @@ def _units(tokens: Sequence[int], tokenizer: WordTokenizer) -> list[_Unit]:
     return units
 
 
+# Log-probabilities (nats) of text-token sequences (no special tokens) under a
+# prompt-free forced decode of one stretch's encoder output.
+SequenceScorer = Callable[[Sequence[Sequence[int]]], list[float]]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One stretch where pass 2 brought a wanted term in, and what became of it."""
+
+    first: str  # pass 1's words there ("" where pass 2 inserted words)
+    second: str  # pass 2's words
+    terms: tuple[str, ...]  # the wanted terms among pass 2's words
+    delta: float | None  # log P(with the change) - log P(pass 1), nats; None: not verified
+    accepted: bool
+
+
+@dataclass(frozen=True)
+class Merged:
+    tokens: list[int]
+    changes: tuple[Change, ...]
+
+
 def merge_passes(
     first: Sequence[int],
     second: Sequence[int],
@@ -94,43 +119,83 @@ def merge_passes(
     wanted term in pass 2's text (exact, or a near-miss the term speller would fix),
     and from pass 1 otherwise. Pass 1's timestamp tokens are kept as they are.
     """
+    return merge_verified(first, second, tokenizer, wanted).tokens
+
+
+def merge_verified(
+    first: Sequence[int],
+    second: Sequence[int],
+    tokenizer: WordTokenizer,
+    wanted: Sequence[str],
+    score: SequenceScorer | None = None,
+    margin: float = 0.0,
+) -> Merged:
+    """``merge_passes``, each change checked by the decoder itself when ``score`` is given.
+
+    A prompt puts words in the decoder's mouth: with a distractor in it, pass 2 may
+    write the distractor over what was said. So each change is scored as pass 1's text
+    with only that change made, against pass 1's text as it is, by the same prompt-free
+    forced decode of the same audio; the change is kept when it costs at most
+    ``margin`` nats. A term that was really said is usually *more* likely than pass
+    1's mishearing once the decoder is made to consider it; a distractor is much less.
+    """
     a_units, b_units = _units(first, tokenizer), _units(second, tokenizer)
     a_words = [i for i, u in enumerate(a_units) if u.key is not None]
     b_words = [i for i, u in enumerate(b_units) if u.key is not None]
-    covered = _term_words([b_units[i].text for i in b_words], wanted)
+    b_texts = [b_units[i].text for i in b_words]
+    covered = _term_words(b_texts, wanted)
     matcher = difflib.SequenceMatcher(
         a=[a_units[i].key for i in a_words], b=[b_units[i].key for i in b_words], autojunk=False
     )
-    out: list[int] = []
-    next_unit = 0  # the first pass-1 unit not yet written
-
-    def emit_a_until(unit: int) -> None:
-        nonlocal next_unit
-        for u in a_units[next_unit:unit]:
-            out.extend(u.tokens)
-        next_unit = max(next_unit, unit)
-
+    ops: list[tuple[int, int, int, int, int]] = []  # (pass-1 unit start, i1, i2, j1, j2)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if i1 < len(a_words):
-            start = a_words[i1]
-        else:  # after pass 1's last word, before its closing timestamp
-            start = a_words[-1] + 1 if a_words else 0
         if tag == "equal":
             continue
         touched = range(max(j1 - 1, 0), j2 + 1) if j1 == j2 else range(j1, j2)
         if not any(j in covered for j in touched):
             continue
-        emit_a_until(start)
-        for j in range(j1, j2):
-            out.extend(b_units[b_words[j]].tokens)
-        end = a_words[i2 - 1] + 1 if i2 > i1 else start
-        # Pass 1's timestamps inside the replaced stretch still mark its segment ends.
-        for u in a_units[start:end]:
-            if u.key is None:
+        if i1 < len(a_words):
+            start = a_words[i1]
+        else:  # after pass 1's last word, before its closing timestamp
+            start = a_words[-1] + 1 if a_words else 0
+        ops.append((start, i1, i2, j1, j2))
+
+    def build(chosen: Sequence[tuple[int, int, int, int, int]]) -> list[int]:
+        out: list[int] = []
+        next_unit = 0  # the first pass-1 unit not yet written
+        for start, i1, i2, j1, j2 in chosen:
+            for u in a_units[next_unit:start]:
                 out.extend(u.tokens)
-        next_unit = max(next_unit, end)
-    emit_a_until(len(a_units))
-    return out
+            next_unit = max(next_unit, start)
+            for j in range(j1, j2):
+                out.extend(b_units[b_words[j]].tokens)
+            end = a_words[i2 - 1] + 1 if i2 > i1 else start
+            # Pass 1's timestamps inside the replaced stretch still mark its segment ends.
+            for u in a_units[start:end]:
+                if u.key is None:
+                    out.extend(u.tokens)
+            next_unit = max(next_unit, end)
+        for u in a_units[next_unit:]:
+            out.extend(u.tokens)
+        return out
+
+    deltas: list[float | None] = [None] * len(ops)
+    if score is not None and ops:
+        text = [[t for t in build(chosen) if t < tokenizer.eot] for chosen in ([], *([op] for op in ops))]
+        logprobs = score(text)
+        deltas = [lp - logprobs[0] for lp in logprobs[1:]]
+    accepted = [d is None or d >= -margin for d in deltas]
+    changes = tuple(
+        Change(
+            first=" ".join(a_units[a_words[i]].text.strip() for i in range(i1, i2)),
+            second=" ".join(b_texts[j].strip() for j in range(j1, j2)),
+            terms=_terms_in(b_texts[max(j1 - 1, 0) : j2 + 1], wanted),
+            delta=None if d is None else round(d, 4),
+            accepted=ok,
+        )
+        for (_, i1, i2, j1, j2), d, ok in zip(ops, deltas, accepted)
+    )
+    return Merged(build([op for op, ok in zip(ops, accepted) if ok]), changes)
 
 
 def _term_words(words: Sequence[str], wanted: Sequence[str]) -> set[int]:
@@ -142,6 +207,15 @@ def _term_words(words: Sequence[str], wanted: Sequence[str]) -> set[int]:
         # Only the words themselves: the speller's match may take a comma along.
         covered.update(i for i in range(found.start, found.end) if any(map(str.isalnum, words[i])))
     return covered
+
+
+def _terms_in(words: Sequence[str], wanted: Sequence[str]) -> tuple[str, ...]:
+    """The wanted terms that ``words`` spell (or nearly: the speller's near-misses)."""
+    if not wanted:
+        return ()
+    keys = {letters(t): t for t in wanted}
+    found = TermSpeller(list(wanted)).find(words)
+    return tuple(dict.fromkeys(keys[k] for f in found if (k := letters(f.text)) in keys))
 
 
 @dataclass
@@ -160,9 +234,11 @@ class SeekPlan:
     picks: list[ContextPick] = field(default_factory=list)
     used: dict[str, None] = field(default_factory=dict)  # terms picked so far, in order
     window: tuple[float, float] = (0.0, 0.0)  # the decoder window now decoded (seconds)
+    # Decoder verification of pass 2's changes (see ``merge_verified``); None: off.
+    verify_margin: float | None = None
 
-    def retrieve(self, hypotheses: Sequence[str]) -> Retrieval:
-        return self.retriever.retrieve(Evidence(tuple(hypotheses)))
+    def retrieve(self, hypotheses: Sequence[str], frames: np.ndarray | None = None) -> Retrieval:
+        return self.retriever.retrieve(Evidence(tuple(hypotheses), frames))
 
     def prompt(self, retrieval: Retrieval) -> Prompt:
         """Pass 2's prompt: the picked terms, best-scoring first, within the budget."""
@@ -173,6 +249,22 @@ class SeekPlan:
         ]
         # build_prompt ranks by weight (stably), so equal weights keep the score order.
         return build_prompt(picked, self.encode, self.budget)
+
+    def verified(self, changes: Sequence[Change]) -> None:
+        """Note, in the last stretch's picks, how the decoder judged each term's change."""
+        deltas: dict[str, float] = {}
+        for c in changes:
+            for term in c.terms:
+                if c.delta is not None:  # a term changed in several places: its best
+                    deltas[term] = max(deltas.get(term, c.delta), c.delta)
+        if not deltas or not self.picks:
+            return
+        last = self.picks[-1]
+        selected = tuple(
+            dataclasses.replace(e, verify=deltas[e.term]) if e.term in deltas else e
+            for e in last.selected
+        )
+        self.picks[-1] = dataclasses.replace(last, selected=selected)
 
     def record(self, retrieval: Retrieval, heard: str, second_pass: bool) -> None:
         self.used.update(dict.fromkeys(e.term for e in retrieval.selected))

@@ -49,7 +49,7 @@ from ctxasr.context.words import zipf as _zipf
 from ctxasr.results import TermEvidence
 
 MIN_JOINED = 7  # letters: words that join into a term this long spell it ("there under")
-INDEX_VERSION = 2  # bump when the index layout or the pronunciations change
+INDEX_VERSION = 3  # bump when the index layout or the pronunciations change
 _P = len(PHONES)
 _SEPARATOR = _P  # a phone id that no term phone can match: between hypotheses
 _FAR = 100.0  # cost of aligning across a hypothesis separator: never worth it
@@ -123,6 +123,7 @@ class _Index:
     var_term: np.ndarray  # (V,) int32: the term of each variant
     var_start: np.ndarray  # (V + 1,) int64: offsets into var_phones
     var_phones: np.ndarray  # (sum of lengths,) int8 phone ids
+    var_word_start: np.ndarray  # (sum of lengths,) bool: the phone begins a word of the term
     var_ngrams: np.ndarray  # (V,) int32: distinct class trigrams of each variant
     keys: np.ndarray  # (G,) int64: sorted distinct trigram keys
     post_start: np.ndarray  # (G + 1,) int64: offsets into post_var
@@ -226,6 +227,7 @@ class PhoneticRetriever:
         var_term: list[int] = []
         lengths: list[int] = []
         phones: list[int] = []
+        word_start: list[bool] = []
         boundary_seqs: list[list[int]] = []  # class sequences with word boundaries
         classes, boundary, n_classes = self._classes, self._boundary, self._n_classes
         for term_id, prons in enumerate(self._pron.terms(self._texts)):
@@ -236,6 +238,7 @@ class PhoneticRetriever:
                 var_term.append(term_id)
                 lengths.append(len(flat))
                 phones.extend(flat)
+                word_start.extend(i == 0 for word in pron for i in range(len(word)))
                 seq = [boundary]
                 for word in pron:
                     seq.extend(int(classes[p]) for p in word)
@@ -258,11 +261,29 @@ class PhoneticRetriever:
             var_term=np.asarray(var_term, dtype=np.int32),
             var_start=np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]),
             var_phones=np.asarray(phones, dtype=np.int8),
+            var_word_start=np.asarray(word_start, dtype=bool),
             var_ngrams=np.bincount(var_arr, minlength=len(var_term)).astype(np.int32),
             keys=distinct,
             post_start=np.append(first, len(key_arr)).astype(np.int64),
             post_var=var_arr,
         )
+
+    def pronunciations(self) -> list[tuple[tuple[int, ...], ...]]:
+        """Each term's likeliest pronunciation (words of phone ids); () for a term with
+        nothing to say. Read from the index, so a cached index needs no lexicon."""
+        idx = self._index
+        out: list[tuple[tuple[int, ...], ...]] = [()] * len(self.terms)
+        terms = idx.var_term
+        # The first variant of each term is its likeliest (Pronouncer.terms' order).
+        _, first = np.unique(terms, return_index=True)
+        for v in first.tolist():
+            lo, hi = int(idx.var_start[v]), int(idx.var_start[v + 1])
+            phones = idx.var_phones[lo:hi].tolist()
+            cuts = np.flatnonzero(idx.var_word_start[lo:hi]).tolist() + [hi - lo]
+            out[int(terms[v])] = tuple(
+                tuple(phones[a:b]) for a, b in zip(cuts, cuts[1:]) if b > a
+            )
+        return out
 
     # -- retrieval ----------------------------------------------------------------------
 
@@ -276,6 +297,73 @@ class PhoneticRetriever:
         scored = self._align(scored.variants[scored.score >= floor], hyp, spans=True)
         selected, rejected = self._select(scored, hyp)
         return Retrieval(selected, rejected, time.perf_counter() - started)
+
+    def candidates(self, evidence: Evidence, floor: float, limit: int) -> list[TermEvidence]:
+        """Every term that sounds at least ``floor`` like a stretch of the first pass.
+
+        For a second-stage scorer (``context.hybrid``): recall matters here, not
+        precision, so no threshold, per-span or per-stretch cap is applied, only the
+        homophone rule of long contexts. Terms the best hypothesis spells come first
+        (score 1, ``in_text``); then at most ``limit`` others, best first, each with
+        its ``phonetic`` score and matched span.
+        """
+        hyp = self._hypothesis_phones(evidence.hypotheses)
+        if hyp is None or not self.terms:
+            return []
+        out: list[TermEvidence] = []
+        chosen: set[int] = set()
+        for (first, last), term_id in self._spelled(hyp):
+            if term_id not in chosen:
+                chosen.add(term_id)
+                span = " ".join(hyp.words[first : last + 1])
+                out.append(TermEvidence(self._texts[term_id], 1.0, span, True, phonetic=1.0))
+        scored = self._align(self._shortlist(hyp), hyp)
+        keep = np.flatnonzero(scored.score >= floor)
+        keep = keep[np.argsort(-scored.score[keep], kind="stable")]
+        # Several variants of one term may clear the floor: keep enough for ``limit`` terms.
+        terms_of = self._index.var_term[scored.variants[keep]]
+        _, first_of_term = np.unique(terms_of, return_index=True)
+        keep = keep[np.sort(first_of_term)][: limit + len(chosen)]
+        scored = self._align(scored.variants[keep], hyp, spans=True)
+        homophones_dropped = len(self.terms) >= self.options.homophone_context
+        for k in np.argsort(-scored.score, kind="stable"):
+            term_id = int(self._index.var_term[scored.variants[k]])
+            if term_id in chosen:
+                continue
+            chosen.add(term_id)
+            score = round(max(float(scored.score[k]), 0.0), 4)
+            first, last = hyp.word_span(int(scored.start[k]), int(scored.end[k]))
+            if homophones_dropped and self._homophone(hyp, first, last, score):
+                continue
+            span = " ".join(hyp.words[first : last + 1])
+            out.append(TermEvidence(self._texts[term_id], score, span, False, phonetic=score))
+            if len(out) >= limit + sum(e.in_text for e in out):
+                break
+        return out
+
+    def ranked(
+        self, evidence: Evidence, floor: float = 0.5, limit: int = 300
+    ) -> tuple[list[TermEvidence], list[TermEvidence]]:
+        """The terms the first pass spelled, and the others by sound, best first."""
+        found = self.candidates(evidence, floor, limit)
+        return [e for e in found if e.in_text], [e for e in found if not e.in_text]
+
+    def _spelled(self, hyp: _Hyp) -> list[tuple[tuple[int, int], int]]:
+        """(word span, term id) of every term the best hypothesis spells, perhaps split."""
+        found = []
+        for span, key in _spelled_runs(hyp.words[: hyp.best_words]):
+            table = self._by_word if span[0] == span[1] else self._by_letters
+            found.extend((span, term_id) for term_id in table.get(key, ()))
+        return found
+
+    def _homophone(self, hyp: _Hyp, first: int, last: int, score: float) -> bool:
+        """A term that sounds exactly like a common word the first pass wrote: in a long
+        context far more likely a chance homophone ("sorte" for "sort") than what was said."""
+        return (
+            first == last
+            and score >= 0.95
+            and _zipf(_bare(hyp.words[first])) >= self.options.common_zipf
+        )
 
     def _hypothesis_phones(self, hypotheses: Sequence[str]) -> _Hyp | None:
         """The phones of the best hypothesis and of where the others differ from it."""
@@ -387,14 +475,12 @@ class PhoneticRetriever:
         taken: list[tuple[int, int]] = []  # word spans of the picked terms
         chosen: set[int] = set()
         # Terms the best hypothesis spells (perhaps split: "there under") were heard.
-        for (first, last), key in _spelled_runs(hyp.words[: hyp.best_words]):
-            table = self._by_word if first == last else self._by_letters
-            for term_id in table.get(key, ()):
-                if term_id not in chosen:
-                    chosen.add(term_id)
-                    taken.append((first, last))
-                    span = " ".join(hyp.words[first : last + 1])
-                    selected.append(TermEvidence(self._texts[term_id], 1.0, span, True))
+        for (first, last), term_id in self._spelled(hyp):
+            if term_id not in chosen:
+                chosen.add(term_id)
+                taken.append((first, last))
+                span = " ".join(hyp.words[first : last + 1])
+                selected.append(TermEvidence(self._texts[term_id], 1.0, span, True))
         spelled_count = len(selected)
         homophones_dropped = len(self.terms) >= opts.homophone_context
         best: dict[int, int] = {}  # per term, its best-scoring variant
@@ -412,12 +498,7 @@ class PhoneticRetriever:
             if score < needed - opts.near:
                 continue
             first, last = hyp.word_span(int(scored.start[k]), int(scored.end[k]))
-            if (
-                homophones_dropped
-                and first == last
-                and score >= 0.95
-                and _zipf(_bare(hyp.words[first])) >= opts.common_zipf
-            ):
+            if homophones_dropped and self._homophone(hyp, first, last, score):
                 continue
             evidence = TermEvidence(
                 term=self._texts[term_id],
