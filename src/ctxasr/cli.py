@@ -17,7 +17,8 @@ from typing import Annotated, Optional
 import typer
 
 from ctxasr.errors import CtxasrError
-from ctxasr.shell import ProgressBar, Retriever
+from ctxasr.shell import RETRIEVER_HELP, ProgressBar, Retriever
+from ctxasr.transcribe import TranscribeOptions
 
 app = typer.Typer(
     name="ctxasr",
@@ -80,8 +81,18 @@ def transcribe(
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0: library default).")] = 0,
     retriever: Annotated[
         Retriever,
-        typer.Option("--retriever", help="phonetic: a first pass picks the terms it heard for a second pass (any context size); all: the whole list in the prompt, as far as it fits; none: ignore the context."),
-    ] = Retriever.phonetic,
+        typer.Option("--retriever", help=RETRIEVER_HELP),
+    ] = Retriever(TranscribeOptions.retriever),
+    verify: Annotated[
+        bool,
+        typer.Option("--verify/--no-verify", help="Keep a second-pass change only when a prompt-free forced decode of the same audio finds it at most --verify-margin nats less likely than the first pass's words."),
+    ] = TranscribeOptions.verify,
+    verify_margin: Annotated[
+        float, typer.Option("--verify-margin", min=0.0, help="Nats a verified change may cost (higher: more terms, more distractors).")
+    ] = TranscribeOptions.verify_margin,
+    scorer: Annotated[
+        Optional[Path], typer.Option("--scorer", help="Weights of the audio scorer for hybrid/a2p (a directory from `ctxasr train retriever`); default: the packaged ones.")
+    ] = None,
     backend: Annotated[
         Backend,
         typer.Option("--backend", help="ct2: CTranslate2 (fastest on CPUs); torch: ctxasr's PyTorch Whisper and beam search on the same weights (needed for --fusion-weight; pip install torch==2.13.0 'ctxasr\\[torch]')."),
@@ -106,7 +117,7 @@ def transcribe(
         raise typer.BadParameter("with --no-context-prompt, set --fusion-weight above 0: nothing else would carry the context", param_hint="--no-context-prompt")
     with _user_errors():
         from ctxasr.audio import probe
-        from ctxasr.transcribe import ModelOptions, TranscribeOptions, Transcriber
+        from ctxasr.transcribe import ModelOptions, Transcriber
         from ctxasr.writers import format_transcript
 
         probe(audio)  # a bad recording is reported before the model loads
@@ -120,6 +131,9 @@ def transcribe(
             retriever=retriever.value,
             fusion_weight=fusion_weight,
             context_prompt=context_prompt,
+            verify=verify,
+            verify_margin=verify_margin,
+            scorer=str(scorer) if scorer is not None else None,
         )
         model_options = ModelOptions(
             device=device,

@@ -12,9 +12,19 @@ from typing import Any
 class Retriever(str, Enum):
     """``--retriever``: how a context reaches the decoder (``TranscribeOptions.retriever``)."""
 
+    hybrid = "hybrid"
+    a2p = "a2p"
     phonetic = "phonetic"
     all = "all"
     none = "none"
+
+
+RETRIEVER_HELP = (
+    "hybrid: a first pass's words shortlist the terms by sound, a trained audio scorer "
+    "re-ranks them, the picks go to a second pass (any context size); a2p: the audio "
+    "scorer alone over the whole list (small contexts); phonetic: the sound match "
+    "alone; all: the whole list in the prompt, as far as it fits; none: ignore the context."
+)
 
 
 class ProgressBar:

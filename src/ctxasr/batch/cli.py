@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ctxasr.shell import ProgressBar, Retriever
+from ctxasr.transcribe import TranscribeOptions
 
 if TYPE_CHECKING:
     from ctxasr.batch import BatchSummary
@@ -49,8 +50,8 @@ def batch(
     language: Annotated[str, typer.Option("--language", "-l", help="Spoken language; 'auto' to detect.")] = "en",
     beam_size: Annotated[int, typer.Option("--beam-size", min=1, max=20, help="Beam width.")] = 5,
     retriever: Annotated[
-        Retriever, typer.Option("--retriever", help="As for transcribe: phonetic, all or none.")
-    ] = Retriever.phonetic,
+        Retriever, typer.Option("--retriever", help="As for transcribe: hybrid, a2p, phonetic, all or none.")
+    ] = Retriever(TranscribeOptions.retriever),
     engine: Annotated[
         Engine, typer.Option("--engine", help="local: worker processes on this machine; ray: Ray Data, on this machine or the cluster at --ray-address / $RAY_ADDRESS (pip install 'ctxasr\\[ray]').")
     ] = Engine.local,
@@ -65,7 +66,6 @@ def batch(
 
     with _user_errors(), _sigterm_as_interrupt():
         from ctxasr.batch import BatchInterrupted, BatchOptions, run_batch
-        from ctxasr.transcribe import TranscribeOptions
 
         options = BatchOptions(
             engine=engine.value,

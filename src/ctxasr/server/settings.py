@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ctxasr.transcribe import BACKENDS, RETRIEVERS, TORCH_DTYPES, cpu_count
+from ctxasr.transcribe import BACKENDS, RETRIEVERS, TORCH_DTYPES, TranscribeOptions, cpu_count
 
 MIB = 1024 * 1024
 MAX_DEFAULT_CONCURRENCY = 8  # each running transcription holds its own decoder state
@@ -56,7 +56,7 @@ class ServerSettings(BaseSettings):
     """Seconds a request may take, queueing included; then 504 and the work stops."""
     shutdown_grace: float = Field(30.0, ge=0)
     """On SIGTERM, seconds in-flight requests get to finish before they are cancelled."""
-    retriever: str = "phonetic"
+    retriever: str = TranscribeOptions.retriever
     """How a request's context is used (see ``TranscribeOptions.retriever``)."""
     fusion_weight: float = Field(0.0, ge=0)
     """Shallow-fusion bonus per context token (torch backend only); 0: off."""
