@@ -85,16 +85,37 @@ def synth(
         typer.Option("--rates", help="Comma-separated speaking rates, words per minute."),
     ] = None,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, max=64, help="Concurrent espeak-ng processes.")
+        int, typer.Option("--workers", min=1, max=64, help="Concurrent TTS processes.")
     ] = 2,
+    engines: Annotated[
+        str | None,
+        typer.Option(
+            "--engines",
+            help="Comma-separated engines whose default voices to cycle through: "
+            "espeak-ng, flite, festival, piper (ignored with --voices).",
+        ),
+    ] = None,
+    augment: Annotated[
+        str | None,
+        typer.Option("--augment", help="Augmentation preset: none or hard (ctxasr.data.augment)."),
+    ] = None,
 ) -> None:
     """Speak a seeded sample of reference texts with espeak-ng: 16 kHz WAVs plus a manifest."""
     from ctxasr.cli import _user_errors
 
     with _user_errors():
+        from ctxasr.data.augment import PRESETS
+        from ctxasr.data.engines import engine_voices
         from ctxasr.data.synth import SynthOptions, synth_dataset
 
         options = SynthOptions(workers=workers)
+        if engines is not None:
+            voices_of = engine_voices(_split(engines, "--engines"), options.voices)
+            options = dataclasses.replace(options, voices=voices_of)
+        if augment is not None:
+            if augment not in PRESETS:
+                raise CtxasrError("--augment", f"unknown preset {augment!r}; known: {', '.join(PRESETS)}")
+            options = dataclasses.replace(options, augment=PRESETS[augment], augment_name=augment)
         if voices is not None:
             options = dataclasses.replace(options, voices=_split(voices, "--voices"))
         if rates is not None:

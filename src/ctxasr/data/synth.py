@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ctxasr.data.augment import AugmentOptions
 from ctxasr.files import atomic_write
 from ctxasr.errors import CtxasrError
 
@@ -69,12 +70,20 @@ AUDIO_DIR = "audio"
 
 @dataclass(frozen=True)
 class SynthOptions:
-    """How to speak: voices and rates to cycle through, and the worker count."""
+    """How to speak: voices and rates to cycle through, the worker count, and the
+    augmentation (none by default: the audio is the engines' own).
+
+    A voice is an eSpeak NG voice name, or ``ENGINE:NAME`` for another engine
+    (:mod:`ctxasr.data.engines`); a voice listed twice is used twice as often.
+    """
 
     voices: tuple[str, ...] = VOICES
     rates: tuple[int, ...] = RATES  # words per minute
-    workers: int = 2  # concurrent espeak-ng processes
+    workers: int = 2  # concurrent TTS processes
     espeak: str = "espeak-ng"  # executable name or path
+    augment: AugmentOptions | None = None
+    augment_name: str | None = None  # the preset's name, recorded in the manifest
+    babble_pool: int = 64  # clean utterances (the first of the plan) that babble draws on
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,7 @@ class SynthUtterance:
     item: SynthItem
     audio_filepath: str  # relative to the manifest's folder
     duration: float  # seconds
+    augment: dict[str, object] | None = None  # the applied chain; None: not augmented
 
     def to_json(self) -> dict[str, object]:
         """The manifest row (NeMo's ``audio_filepath``, ``text``, ``duration`` first)."""
@@ -111,7 +121,7 @@ class SynthUtterance:
             "voice": it.voice,
             "rate": it.rate,
             "source_ref": it.source_ref,
-        }
+        } | ({} if self.augment is None else {"augment": self.augment})
 
 
 # --- planning (pure) ---------------------------------------------------------------------
@@ -199,12 +209,19 @@ def find_espeak(espeak: str = "espeak-ng") -> str:
 def speak(text: str, voice: str, rate: int, *, espeak: str = "espeak-ng") -> np.ndarray:
     """Speak ``text``: shape ``(n,)``, 16 kHz mono float32 in [-1, 1].
 
-    The text goes through stdin, so its length and characters need no quoting.
+    ``voice`` is an eSpeak NG voice, or ``ENGINE:NAME`` for another engine
+    (:func:`ctxasr.data.engines.speak_engine`). eSpeak NG takes the text through stdin,
+    so its length and characters need no quoting.
     """
     from ctxasr.audio import load_audio
+    from ctxasr.data.engines import ESPEAK, speak_engine, split_voice
 
-    exe = find_espeak(espeak)
     _check_rate(rate)
+    engine, name = split_voice(voice)
+    if engine != ESPEAK:
+        return speak_engine(engine, name, text, rate)
+    voice = name
+    exe = find_espeak(espeak)
     with tempfile.TemporaryDirectory(prefix="ctxasr-espeak-") as tmp:
         wav = Path(tmp) / "speech.wav"
         cmd = [exe, "-v", voice, "-s", str(rate), "-w", str(wav), "--stdin"]
@@ -234,8 +251,18 @@ def check_voices(voices: Iterable[str], *, espeak: str = "espeak-ng") -> None:
     """Fail early, before any file is written, on a voice espeak-ng does not list (it
     would silently speak another one: ``en-zz`` comes out as ``en``), or a
     ``voice+variant`` whose variant espeak-ng ignores (it sounds exactly like ``voice``)."""
+    from ctxasr.data.engines import ESPEAK, check_engine_voice, split_voice
+
+    voices = list(dict.fromkeys(voices))
+    others = [split_voice(v) for v in voices if split_voice(v)[0] != ESPEAK]
+    for engine, name in others:
+        check_engine_voice(engine, name)
+    voices = [v for v in voices if split_voice(v)[0] == ESPEAK]
+    if not voices:
+        return
     languages, variants = espeak_voices(espeak)
-    for voice in dict.fromkeys(voices):
+    for voice in voices:
+        voice = split_voice(voice)[1]
         base, plus, variant = voice.partition("+")
         if base.lower() not in languages or (plus and variant.lower() not in variants):
             listing = (
@@ -306,7 +333,10 @@ def _speak_item(item: SynthItem, outdir: Path, espeak: str) -> SynthUtterance:
 
 
 def synthesize(
-    items: Sequence[SynthItem], outdir: str | Path, options: SynthOptions = SynthOptions()
+    items: Sequence[SynthItem],
+    outdir: str | Path,
+    options: SynthOptions = SynthOptions(),
+    seed: int = 0,
 ) -> list[SynthUtterance]:
     """Speak every item into ``outdir/audio/`` and write ``outdir/manifest.jsonl``.
 
@@ -322,9 +352,39 @@ def synthesize(
         _check_rate(rate)
     check_voices(options.voices, espeak=options.espeak)
     (outdir / AUDIO_DIR).mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        spoken = list(pool.map(lambda it: _speak_item(it, outdir, options.espeak), items))
+    if options.augment is None:
+        with ThreadPoolExecutor(max_workers=options.workers) as pool:
+            spoken = list(pool.map(lambda it: _speak_item(it, outdir, options.espeak), items))
+    else:
+        spoken = _speak_augmented(items, outdir, options, seed)
     write_manifest(outdir / MANIFEST_NAME, spoken)
+    return spoken
+
+
+def _speak_augmented(
+    items: Sequence[SynthItem], outdir: Path, options: SynthOptions, seed: int
+) -> list[SynthUtterance]:
+    """Speak everything clean first (babble needs other utterances), then augment each
+    with its own generator, seeded by ``(seed, id)`` so an utterance's chain does not
+    depend on what else is in the set."""
+    from ctxasr.audio import SAMPLE_RATE
+    from ctxasr.data.augment import augment
+
+    assert options.augment is not None
+    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+        clean = list(pool.map(lambda it: speak(it.text, it.voice, it.rate, espeak=options.espeak), items))
+    pool_ids = range(min(options.babble_pool, len(items)))
+    spoken = []
+    for k, (item, samples) in enumerate(zip(items, clean)):
+        digest = hashlib.sha256(f"{seed}:augment:{item.utt_id}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        babble = [clean[j] for j in pool_ids if j != k]
+        audio, applied = augment(samples, rng, options.augment, babble)
+        if options.augment_name is not None:
+            applied = {"preset": options.augment_name} | applied
+        relative = f"{AUDIO_DIR}/{item.utt_id}.wav"
+        write_wav(outdir / relative, audio, SAMPLE_RATE)
+        spoken.append(SynthUtterance(item, relative, audio.shape[0] / SAMPLE_RATE, applied))
     return spoken
 
 
@@ -347,9 +407,12 @@ def synth_dataset(
 
     Files are taken in the order of their names, whatever the order of ``ref_paths``.
     """
-    find_espeak(options.espeak)  # before reading anything: the likeliest failure
+    from ctxasr.data.engines import ESPEAK, split_voice
+
+    if any(split_voice(v)[0] == ESPEAK for v in options.voices):
+        find_espeak(options.espeak)  # before reading anything: the likeliest failure
     named = sorted((Path(p).name, Path(p)) for p in ref_paths)  # the --refs order is no matter
     if len({name for name, _ in named}) != len(named):
         raise CtxasrError("--refs", "two reference files have the same name")
     sources = [(name, read_ref_rows(path)) for name, path in named]
-    return synthesize(plan_synthesis(sources, n_per_ref, seed, options), outdir, options)
+    return synthesize(plan_synthesis(sources, n_per_ref, seed, options), outdir, options, seed)
