@@ -140,3 +140,22 @@ def _ints(value: str, option: str) -> tuple[int, ...]:
         raise CtxasrError(
             option, f"expected whole numbers separated by commas, got {value!r}"
         ) from None
+
+
+@data_app.command("retriever-set")
+def retriever_set(
+    output: Annotated[Path, typer.Argument(help="Folder for the set (resumes if it exists).")],
+    train: Annotated[int, typer.Option("--train", min=1, help="Training examples.")] = 3000,
+    dev: Annotated[int, typer.Option("--dev", min=0, help="Held-out examples.")] = 300,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64)] = 2,
+) -> None:
+    """Training data for the A2P retriever: synthetic 30 s stretches, encoder frames, terms."""
+    from ctxasr.cli import _user_errors
+
+    with _user_errors():
+        from ctxasr.a2p.data import SetOptions, build_retriever_set
+
+        options = SetOptions(train=train, dev=dev, seed=seed, workers=workers)
+        counts = build_retriever_set(options, output, log=lambda m: typer.echo(m, err=True))
+        typer.echo(f"{output}: {counts['train']} train, {counts['dev']} dev examples", err=True)
