@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -45,6 +46,44 @@ SEED = 0
 def real_items(folder: Path) -> list[EvalItem]:
     rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
     return [EvalItem(r["id"], folder / r["audio"], r["text"], duration=r["duration"]) for r in rows]
+
+
+# Transcription markup of some real-speech-2 texts (MFA test recordings): cut-off and
+# hesitated words (<cutoff-montreal>, <hes-forced>), noises ([laughter], <VOCNOISE>),
+# unknown words (<unk>), fragments ([adif]); none of it is a spoken word to score.
+MARKUP = re.compile(r"<[^<>]*>|\[[^\[\]]*\]")
+
+
+def strip_markup(text: str) -> str:
+    """``text`` without transcription markup, spaces collapsed."""
+    return " ".join(MARKUP.sub(" ", text).split())
+
+
+def real2_items(folder: Path) -> list[EvalItem]:
+    """real-speech-2: the reference is ``text_normalized`` where present (numbers spelled
+    out), else ``text``, with markup stripped; clips left without words are skipped."""
+    rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+    items = []
+    for r in rows:
+        text = strip_markup(r.get("text_normalized") or r["text"])
+        if text:
+            items.append(EvalItem(r["id"], folder / r["audio"], text, duration=r["duration"]))
+    return items
+
+
+SYNTH_HARD_HOWTO = (
+    "it is built (about this way) with: ctxasr data synth "
+    "--refs ../shared/data/librispeech-biasing/ref/test-clean.biasing_100.tsv "
+    "--refs ../shared/data/librispeech-biasing/ref/test-other.biasing_100.tsv -n 60 "
+    "--engines espeak-ng,flite,festival,piper --augment hard -o bench/work/synth-hard"
+)
+
+
+def synth_hard_items(manifest: Path) -> list[EvalItem]:
+    """synth-hard: several TTS engines' voices, augmented (``ctxasr data synth --augment hard``)."""
+    if not manifest.is_file():
+        raise SystemExit(f"no synth-hard manifest at {manifest}; {SYNTH_HARD_HOWTO}")
+    return read_manifest(manifest)
 
 
 def with_lists(items: list[EvalItem], pool: WordPool, n: int) -> list[EvalItem]:
