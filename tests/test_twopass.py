@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ctxasr.context.prompt import PROMPT_BUDGET
-from ctxasr.twopass import merge_passes, with_context
+from ctxasr.twopass import merge_passes, merge_verified, with_context
 
 EOT = 1000
 SOT_PREV, SOT = 1001, 1002
@@ -136,3 +136,52 @@ def test_with_context_puts_terms_first_and_trims_previous_text():
     assert len(prompted) - 3 == PROMPT_BUDGET  # context + previous text fill the budget
     assert prompted[-3:-2] == [previous[-1]]  # the newest previous text survives
     assert prompted[-2:] == [SOT, 50]
+
+
+def _scorer(tok, costs):
+    """A fake forced decode: log P(text) = minus the summed cost of its words."""
+
+    def score(texts):
+        return [-sum(costs.get(w.strip(" .").lower(), 0.0)
+                     for w in tok.split_to_word_tokens(list(t))[0]) for t in texts]  # fmt: skip
+
+    return score
+
+
+def test_verification_keeps_a_change_the_decoder_supports(tok):
+    first = tok.ids("<0>", " Mister", " Burke", " it", " said", "<150>")
+    second = tok.ids("<0>", " Mister", " Birkett", " said", "<150>")
+    # The term costs 1.5 nats more than pass 1's words: within a margin of 2.
+    score = _scorer(tok, {"birkett": 4.0, "burke": 1.5, "it": 1.0})
+    merged = merge_verified(first, second, tok, ["Birkett"], score, margin=2.0)
+    assert tok.text(merged.tokens) == "<0> Mister Birkett said<150>"
+    (change,) = merged.changes
+    assert change.terms == ("Birkett",) and change.accepted
+    assert change.first == "Burke it" and change.second == "Birkett"
+    assert change.delta == pytest.approx(-1.5)
+
+
+def test_verification_drops_a_change_the_decoder_does_not_support(tok):
+    first = tok.ids("<0>", " the", " cards", " are", " here", "<90>")
+    second = tok.ids("<0>", " the", " Carder", " are", " here", "<90>")
+    score = _scorer(tok, {"carder": 9.0, "cards": 1.0})
+    merged = merge_verified(first, second, tok, ["Carder"], score, margin=2.0)
+    assert merged.tokens == first
+    assert [(c.terms, c.accepted, c.delta) for c in merged.changes] == [(("Carder",), False, -8.0)]
+
+
+def test_each_change_is_judged_on_its_own(tok):
+    first = tok.ids("<0>", " a", " Burke", " it", " b", " cards", " c", "<90>")
+    second = tok.ids("<0>", " a", " Birkett", " b", " Carder", " c", "<90>")
+    score = _scorer(tok, {"birkett": 1.0, "burke": 1.0, "carder": 9.0})
+    merged = merge_verified(first, second, tok, ["Birkett", "Carder"], score, margin=0.5)
+    assert tok.text(merged.tokens) == "<0> a Birkett b cards c<90>"
+    assert [c.accepted for c in merged.changes] == [True, False]
+
+
+def test_without_a_scorer_merge_verified_is_merge_passes(tok):
+    first = tok.ids("<0>", " Mister", " Burke", " it", " said", "<150>")
+    second = tok.ids("<0>", " Mister", " Birkett", " said", "<150>")
+    merged = merge_verified(first, second, tok, ["Birkett"])
+    assert merged.tokens == merge_passes(first, second, tok, ["Birkett"])
+    assert [c.delta for c in merged.changes] == [None]

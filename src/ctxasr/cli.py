@@ -350,9 +350,11 @@ def _clock(seconds: float | None) -> str:
 def _mount_subcommands() -> None:
     from ctxasr.batch.cli import batch
     from ctxasr.data.cli import data_app
+    from ctxasr.train.cli import train_app
 
     app.command(name="batch")(batch)
     app.add_typer(data_app, name="data")
+    app.add_typer(train_app, name="train")
 
 
 _mount_subcommands()

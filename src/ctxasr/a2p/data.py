@@ -323,7 +323,8 @@ def build_retriever_set(options: SetOptions, out: str | os.PathLike[str],
     meta = {"options": dataclasses.asdict(options), "flite": flite}
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
-        if old.get("options") != meta["options"]:
+        # Compared as JSON: tuples come back from the file as lists.
+        if old.get("options") != json.loads(json.dumps(meta["options"])):
             raise CtxasrError(str(out), "holds a set built with other options: use a new folder")
     with atomic_write(meta_path) as f:
         json.dump(meta, f, indent=1)

@@ -1,0 +1,1 @@
+"""``ctxasr train``: the training commands of ctxasr's trainable models."""
