@@ -28,8 +28,8 @@ import numpy as np
 
 from ctxasr.audio import BLOCK_SECONDS, SAMPLE_RATE, probe, stream_audio
 from ctxasr.context.graph import ContextGraph
-from ctxasr.context.prompt import EMPTY_PROMPT, PROMPT_BUDGET, Prompt, build_prompt
 from ctxasr.context.hybrid import AudioOptions, AudioRetriever, HybridOptions, HybridRetriever
+from ctxasr.context.prompt import EMPTY_PROMPT, PROMPT_BUDGET, Prompt, build_prompt
 from ctxasr.context.retrieval import (
     Evidence,
     PhoneticOptions,

@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ctxasr.a2p.config import A2PConfig  # noqa: E402
-from ctxasr.a2p.model import A2PModel, pool_frames  # noqa: E402
-from ctxasr.a2p.scorer import A2PScorer  # noqa: E402
+from ctxasr.a2p.config import A2PConfig
+from ctxasr.a2p.model import A2PModel, pool_frames
+from ctxasr.a2p.scorer import A2PScorer
 
 
 def _random_model(config: A2PConfig, seed: int = 0) -> A2PModel:

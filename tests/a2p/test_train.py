@@ -12,16 +12,16 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("accelerate")
 
-from typer.testing import CliRunner  # noqa: E402
+from typer.testing import CliRunner
 
-from ctxasr.a2p.config import A2PConfig, term_tokens  # noqa: E402
-from ctxasr.a2p.data import Example, encode_stretch, load_encoder, pool_frames  # noqa: E402
-from ctxasr.a2p.scorer import A2PScorer  # noqa: E402
-from ctxasr.a2p.train import read_config, train  # noqa: E402
-from ctxasr.audio import load_audio  # noqa: E402
-from ctxasr.cli import app  # noqa: E402
-from ctxasr.context.phonetic import Pronouncer  # noqa: E402
-from ctxasr.errors import CtxasrError  # noqa: E402
+from ctxasr.a2p.config import A2PConfig, term_tokens
+from ctxasr.a2p.data import Example, encode_stretch, load_encoder, pool_frames
+from ctxasr.a2p.scorer import A2PScorer
+from ctxasr.a2p.train import read_config, train
+from ctxasr.audio import load_audio
+from ctxasr.cli import app
+from ctxasr.context.phonetic import Pronouncer
+from ctxasr.errors import CtxasrError
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIP = ROOT / "tests" / "fixtures" / "audio" / "1272-128104-0000.wav"

@@ -148,16 +148,7 @@ class HybridRetriever(_Listening):
             return self.phonetic.retrieve(evidence)
         opts = self.options
         spelled, heard = self.ranked(evidence)
-        selected, rejected = list(spelled), []
-        for e in heard:
-            if e.score >= opts.threshold and len(selected) - len(spelled) < opts.max_picks:
-                selected.append(e)
-            elif e.score >= opts.threshold - opts.near:
-                if len(rejected) < opts.report_rejected:
-                    rejected.append(e)
-            else:
-                break  # ranked: nothing further is even near
-        return Retrieval(tuple(selected), tuple(rejected), time.perf_counter() - started)
+        return _pick(spelled, heard, opts, started)
 
     @property
     def _ids(self) -> dict[str, int]:
@@ -223,13 +214,26 @@ class AudioRetriever(_Listening):
             return self.phonetic.retrieve(evidence)
         opts = self.options
         spelled, heard = self.ranked(evidence, opts.max_picks + opts.report_rejected)
-        selected, rejected = list(spelled), []
-        for e in heard:
-            if e.score >= opts.threshold and len(selected) - len(spelled) < opts.max_picks:
-                selected.append(e)
-            elif e.score >= opts.threshold - opts.near and len(rejected) < opts.report_rejected:
+        return _pick(spelled, heard, opts, started)
+
+
+def _pick(
+    spelled: list[TermEvidence],
+    heard: list[TermEvidence],
+    opts: HybridOptions | AudioOptions,
+    started: float,
+) -> Retrieval:
+    """Spelled terms, then ranked ``heard`` terms from the threshold up (recall first)."""
+    selected, rejected = list(spelled), []
+    for e in heard:
+        if e.score >= opts.threshold and len(selected) - len(spelled) < opts.max_picks:
+            selected.append(e)
+        elif e.score >= opts.threshold - opts.near:
+            if len(rejected) < opts.report_rejected:
                 rejected.append(e)
-        return Retrieval(tuple(selected), tuple(rejected), time.perf_counter() - started)
+        else:
+            break  # ranked: nothing further is even near
+    return Retrieval(tuple(selected), tuple(rejected), time.perf_counter() - started)
 
 
 def _blend(audio: float, phonetic: float, weight: float) -> float:
