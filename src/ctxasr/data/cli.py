@@ -92,7 +92,7 @@ def synth(
         typer.Option(
             "--engines",
             help="Comma-separated engines whose default voices to cycle through: "
-            "espeak-ng, flite, festival, piper (ignored with --voices).",
+            "espeak-ng, flite, festival, piper, hibari, kokoro (ignored with --voices).",
         ),
     ] = None,
     augment: Annotated[
