@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import threadpoolctl
+
 if TYPE_CHECKING:
     from ctxasr.transcribe import ModelOptions, TranscribeOptions, Transcriber
 
@@ -28,6 +30,13 @@ class WorkerSetup:
         model_options = dataclasses.replace(
             self.model_options or ModelOptions(), cpu_threads=self.threads
         )
+        if self.threads > 0:
+            # numpy's BLAS computes the log-mel features, and how many threads split that
+            # matrix product changes their last bits and, now and then, a decoded word.
+            # Ray sets OMP_NUM_THREADS to an actor's CPUs; a local worker would use every
+            # core. Holding BLAS to the worker's threads gives both engines the same rows
+            # (and keeps N workers from running N x cores BLAS threads).
+            threadpoolctl.threadpool_limits(self.threads, user_api="blas")
         return Transcriber(self.model, self.options or TranscribeOptions(), model_options)
 
 
