@@ -714,16 +714,18 @@ def plot(
 # --- main ----------------------------------------------------------------------------
 
 
-def fingerprint(pool_path: Path, options: TranscribeOptions, model: str) -> str:
+def fingerprint(
+    pool_path: Path, options: TranscribeOptions, model: str, salt: object = HOTWORDS_CAP
+) -> str:
     """What a stored result depends on: the package's code (and audio scorer weights),
-    options, model, word pool."""
+    options, model, word pool, and ``salt`` (a caller's own setting that changes rows)."""
     h = hashlib.sha256()
     package = Path(ctxasr.__file__).resolve().parent
     for path in sorted(package.rglob("*")):
         if path.is_file() and path.suffix in (".py", ".txt", ".json", ".safetensors"):
             h.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     h.update(repr(options).encode())
-    h.update(f"{model}\0{SEED}\0{HOTWORDS_CAP}\0".encode())
+    h.update(f"{model}\0{SEED}\0{salt}\0".encode())
     h.update(pool_path.read_bytes())
     return h.hexdigest()[:16]
 

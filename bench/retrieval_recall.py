@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -65,8 +64,8 @@ from pathlib import Path
 
 import numpy as np
 from biasing_report import DATA, SEED, real2_items, real_items, synth_hard_items, with_lists
+from context_scaling import fingerprint, git_state
 
-import ctxasr
 from ctxasr import ContextTerm, TranscribeOptions, Transcriber
 from ctxasr.context.retrieval import Evidence
 from ctxasr.context.terms import dedupe_terms
@@ -453,30 +452,6 @@ def plot(report: dict[str, dict[str, dict[int, dict]]], titles: dict[str, str], 
 # --- main ----------------------------------------------------------------------------
 
 
-def fingerprint(pool_path: Path, options: TranscribeOptions, model: str) -> str:
-    """What a stored row depends on: the package (code, lexicons, scorer weights),
-    the options, the model and the word pool."""
-    h = hashlib.sha256()
-    package = Path(ctxasr.__file__).resolve().parent
-    for path in sorted(package.rglob("*")):
-        if path.is_file() and path.suffix in (".py", ".txt", ".json", ".safetensors"):
-            h.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    h.update(repr(options).encode())
-    h.update(f"{model}\0{SEED}\0{K_MAX}\0".encode())
-    h.update(pool_path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def git_state() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", str(HERE.parent / "src"))
-    return commit + (" with uncommitted changes under src/" if dirty else "")
-
-
 def load_set(key: str, args: argparse.Namespace) -> list[EvalItem]:
     if key == "synth-hard":
         return synth_hard_items(args.synth_hard)
@@ -524,7 +499,7 @@ def main() -> None:
         print(skipped, file=sys.stderr, flush=True)
         names = [n for n in names if n not in LISTENING]
     t = bench.transcriber
-    stamp = fingerprint(args.pool, t.options, str(t.resolved.path))
+    stamp = fingerprint(args.pool, t.options, str(t.resolved.path), salt=K_MAX)
     cache = EvidenceCache(args.work / "pass1", t, args.fresh)
     report: dict[str, dict[str, dict[int, dict]]] = {}
     warm = False

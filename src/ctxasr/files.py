@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ctxasr.errors import CtxasrError
 
@@ -65,3 +66,14 @@ def atomic_write(path: str | Path, *, binary: bool = False) -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_json_object(path: Path, error: type[CtxasrError] = CtxasrError) -> dict[str, Any]:
+    """The JSON object stored in ``path``, or ``error`` naming the file and the problem."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(str(path), f"cannot be read as JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise error(str(path), "is not a JSON object")
+    return value

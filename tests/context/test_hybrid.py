@@ -106,3 +106,10 @@ def test_audio_retriever_scores_every_term(phonetic):
 def test_options_are_checked():
     with pytest.raises(ValueError, match="floor"):
         HybridOptions(floor=1.5)
+
+
+def test_spelled_terms_match_the_full_candidates(phonetic):
+    evidence = Evidence(("", "Linnell's pictures and Zanzibar"))
+    spelled = phonetic.spelled(evidence)
+    assert [(e.term, e.span) for e in spelled] == [("Linnell", "Linnell's"), ("Zanzibar", "Zanzibar")]
+    assert spelled == [e for e in phonetic.candidates(evidence, 0.5, 10) if e.in_text]

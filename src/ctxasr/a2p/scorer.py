@@ -8,7 +8,6 @@ and values once; :meth:`A2PScorer.score` then gives, for any terms of a
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ import numpy as np
 
 from ctxasr.a2p.config import A2PConfig, term_tokens
 from ctxasr.errors import ModelError
+from ctxasr.files import read_json_object
 
 DEFAULT_NAME = "a2p-tiny.en"
 WEIGHTS_FILE = "model.safetensors"
@@ -213,12 +213,7 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 def _read_config(path: Path) -> A2PConfig:
     if not path.is_file():
         raise ModelError(str(path), "no such file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelError(str(path), f"not a JSON config: {err}") from None
-    if not isinstance(data, dict):
-        raise ModelError(str(path), "not a JSON object")
+    data = read_json_object(path, ModelError)
     try:
         return A2PConfig.from_json(data)
     except (TypeError, ValueError) as err:

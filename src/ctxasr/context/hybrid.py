@@ -83,9 +83,10 @@ class _Listening:
 
     listens = True  # the transcriber hands these retrievers the encoder frames
 
-    def __init__(self, phonetic: PhoneticRetriever, scorer: AudioScorer) -> None:
+    def __init__(self, phonetic: PhoneticRetriever, scorer: AudioScorer, options) -> None:
         self.phonetic = phonetic
         self.scorer = scorer
+        self.options = options
         self.terms = phonetic.terms
         self._table: Any = None
 
@@ -120,8 +121,7 @@ class HybridRetriever(_Listening):
         scorer: AudioScorer,
         options: HybridOptions = HybridOptions(),
     ) -> None:
-        super().__init__(phonetic, scorer)
-        self.options = options
+        super().__init__(phonetic, scorer, options)
 
     def ranked(self, evidence: Evidence) -> tuple[list[TermEvidence], list[TermEvidence]]:
         """The terms the first pass spelled, and the shortlist ranked by blended score."""
@@ -132,7 +132,8 @@ class HybridRetriever(_Listening):
         frames = self._frames(evidence)
         if not heard or frames is None:
             return spelled, heard
-        ids = np.fromiter((self._ids[e.term] for e in heard), dtype=np.int64, count=len(heard))
+        ids = np.fromiter((self.phonetic._ids[e.term] for e in heard), dtype=np.int64,
+                          count=len(heard))  # fmt: skip
         audio = self.scorer.score(self.scorer.listen(frames), self.table, ids)
         out = []
         for a, e in zip(audio.tolist(), heard):
@@ -149,13 +150,6 @@ class HybridRetriever(_Listening):
         opts = self.options
         spelled, heard = self.ranked(evidence)
         return _pick(spelled, heard, opts, started)
-
-    @property
-    def _ids(self) -> dict[str, int]:
-        ids = getattr(self, "_term_ids", None)
-        if ids is None:
-            ids = self._term_ids = {t.text: i for i, t in enumerate(self.terms)}
-        return ids
 
 
 @dataclass(frozen=True)
@@ -180,15 +174,14 @@ class AudioRetriever(_Listening):
         scorer: AudioScorer,
         options: AudioOptions = AudioOptions(),
     ) -> None:
-        super().__init__(phonetic, scorer)
-        self.options = options
+        super().__init__(phonetic, scorer, options)
 
     def ranked(
         self, evidence: Evidence, limit: int = 100
     ) -> tuple[list[TermEvidence], list[TermEvidence]]:
         """The terms the first pass spelled, and the ``limit`` best others by audio."""
         opts = self.options
-        spelled = [e for e in self.phonetic.candidates(evidence, 1.0, 0) if e.in_text]
+        spelled = self.phonetic.spelled(evidence)
         frames = self._frames(evidence)
         if frames is None:
             return spelled, []

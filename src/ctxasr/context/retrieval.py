@@ -310,13 +310,8 @@ class PhoneticRetriever:
         hyp = self._hypothesis_phones(evidence.hypotheses)
         if hyp is None or not self.terms:
             return []
-        out: list[TermEvidence] = []
-        chosen: set[int] = set()
-        for (first, last), term_id in self._spelled(hyp):
-            if term_id not in chosen:
-                chosen.add(term_id)
-                span = " ".join(hyp.words[first : last + 1])
-                out.append(TermEvidence(self._texts[term_id], 1.0, span, True, phonetic=1.0))
+        out = self._spelled_evidence(hyp.words[: hyp.best_words])
+        chosen = {self._ids[e.term] for e in out}
         scored = self._align(self._shortlist(hyp), hyp)
         keep = np.flatnonzero(scored.score >= floor)
         keep = keep[np.argsort(-scored.score[keep], kind="stable")]
@@ -341,6 +336,32 @@ class PhoneticRetriever:
                 break
         return out
 
+    def spelled(self, evidence: Evidence) -> list[TermEvidence]:
+        """The terms the best hypothesis spells (perhaps split), with no sound matching."""
+        texts = [h for h in evidence.hypotheses if h.strip()]  # as _hypothesis_phones
+        words = split_words(texts[0]) if texts else []
+        if not words or not self.terms:
+            return []
+        return self._spelled_evidence(words)
+
+    def _spelled_evidence(self, words: Sequence[str]) -> list[TermEvidence]:
+        out: list[TermEvidence] = []
+        chosen: set[int] = set()
+        for (first, last), term_id in self._spelled(words):
+            if term_id not in chosen:
+                chosen.add(term_id)
+                span = " ".join(words[first : last + 1])
+                out.append(TermEvidence(self._texts[term_id], 1.0, span, True, phonetic=1.0))
+        return out
+
+    @functools.cached_property
+    def _ids(self) -> dict[str, int]:
+        """Term id by text (the first, where a context lists a text twice)."""
+        ids: dict[str, int] = {}
+        for i, text in enumerate(self._texts):
+            ids.setdefault(text, i)
+        return ids
+
     def ranked(
         self, evidence: Evidence, floor: float = 0.5, limit: int = 300
     ) -> tuple[list[TermEvidence], list[TermEvidence]]:
@@ -348,10 +369,10 @@ class PhoneticRetriever:
         found = self.candidates(evidence, floor, limit)
         return [e for e in found if e.in_text], [e for e in found if not e.in_text]
 
-    def _spelled(self, hyp: _Hyp) -> list[tuple[tuple[int, int], int]]:
-        """(word span, term id) of every term the best hypothesis spells, perhaps split."""
+    def _spelled(self, words: Sequence[str]) -> list[tuple[tuple[int, int], int]]:
+        """(word span, term id) of every term ``words`` spell, perhaps split."""
         found = []
-        for span, key in _spelled_runs(hyp.words[: hyp.best_words]):
+        for span, key in _spelled_runs(words):
             table = self._by_word if span[0] == span[1] else self._by_letters
             found.extend((span, term_id) for term_id in table.get(key, ()))
         return found
@@ -475,7 +496,7 @@ class PhoneticRetriever:
         taken: list[tuple[int, int]] = []  # word spans of the picked terms
         chosen: set[int] = set()
         # Terms the best hypothesis spells (perhaps split: "there under") were heard.
-        for (first, last), term_id in self._spelled(hyp):
+        for (first, last), term_id in self._spelled(hyp.words[: hyp.best_words]):
             if term_id not in chosen:
                 chosen.add(term_id)
                 taken.append((first, last))

@@ -14,7 +14,6 @@ tensor being converted, and a CTranslate2 file is read through a memory map.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import struct
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ctxasr.errors import ModelError
+from ctxasr.files import read_json_object
 from ctxasr.whisper.model import ModelDims, Whisper
 
 # CTranslate2's DataType enum (include/ctranslate2/types.h); bfloat16 has no numpy dtype.
@@ -168,16 +168,6 @@ def _int_tuple(source: str, config: dict[str, Any], key: str) -> tuple[int, ...]
         return tuple(int(i) for i in config.get(key) or ())
     except (TypeError, ValueError):
         raise ModelError(source, f"{key} is not a list of token ids") from None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelError(str(path), f"cannot be read as JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise ModelError(str(path), "is not a JSON object")
-    return value
 
 
 # --- CTranslate2 -------------------------------------------------------------------------
@@ -384,7 +374,7 @@ def load_ct2(
     _ct2_decoder(w, dims, state)
     _check_ct2_leftovers(w)
     config_path = root / "config.json"
-    config = _read_json(config_path) if config_path.is_file() else {}
+    config = read_json_object(config_path, ModelError) if config_path.is_file() else {}
     return dims, {name: torch.from_numpy(a) for name, a in state.items()}, config
 
 
@@ -612,7 +602,7 @@ def _hf_weight_files(root: Path, check: bool = True) -> list[Path]:
         return []
     if not check:
         return [index]
-    weight_map = _read_json(index).get("weight_map")
+    weight_map = read_json_object(index, ModelError).get("weight_map")
     if not isinstance(weight_map, dict):
         raise ModelError(str(index), "has no weight_map")
     files = [root / name for name in sorted(set(weight_map.values()))]
@@ -636,7 +626,7 @@ def load_hf(path: str | os.PathLike[str]) -> tuple[ModelDims, dict[str, Tensor],
     from safetensors.torch import load_file
 
     root = Path(path)
-    hf_config = _read_json(root / "config.json")
+    hf_config = read_json_object(root / "config.json", ModelError)
     source = str(root / "config.json")
     if hf_config.get("model_type", "whisper") != "whisper":
         raise ModelError(source, f"is a {hf_config['model_type']} model, not Whisper")
@@ -659,7 +649,7 @@ def load_hf(path: str | os.PathLike[str]) -> tuple[ModelDims, dict[str, Tensor],
             if ours is not None:
                 state[ours] = tensor
     generation = root / "generation_config.json"
-    hints = _read_json(generation) if generation.is_file() else hf_config
+    hints = read_json_object(generation, ModelError) if generation.is_file() else hf_config
     config = {
         "alignment_heads": hints.get("alignment_heads") or [],
         "suppress_ids": hints.get("suppress_tokens") or [],
