@@ -97,7 +97,7 @@ def synth(
     ] = None,
     augment: Annotated[
         str | None,
-        typer.Option("--augment", help="Augmentation preset: none or hard (ctxasr.data.augment)."),
+        typer.Option("--augment", help="Augmentation preset: none, hard (training data) or test-other (evaluation; ctxasr.data.augment)."),
     ] = None,
 ) -> None:
     """Speak a seeded sample of reference texts with espeak-ng: 16 kHz WAVs plus a manifest."""
