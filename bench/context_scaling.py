@@ -4,9 +4,10 @@ The question (issue "B-WER stays flat from 10 to 100,000 context terms"): does a
 context still help the words it is meant for, what does it cost the other words, and
 what does it cost in time? Three development sets:
 
-* ``synth-hard``: LibriSpeech test references spoken by several TTS engines' voices,
-  augmented (``bench/work/synth-hard/manifest.jsonl``; ``ctxasr data synth --augment
-  hard``: the script says how to build it when it is missing);
+* ``synth-hard``: 360 LibriSpeech test references spoken by 17 TTS voices, augmented
+  (``bench/work/synth-hard/manifest.jsonl``; ``ctxasr data synth --augment test-other``,
+  calibrated in ``bench/results/synth_calibration.md``: the script says how to build it
+  when it is missing);
 * ``real``: the real recordings of ``../shared/data/real-speech``;
 * ``real2``: the real recordings of ``../shared/data/real-speech-2`` (disfluent,
   whispered, creaky voices; transcription markup stripped, ``text_normalized`` where
