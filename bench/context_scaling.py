@@ -354,6 +354,22 @@ class SetRun:
             self.none_mean = outcome.seconds / len(self.items)
         return outcome
 
+    def stored(self, system: str, size: int) -> bool:
+        """Whether an earlier run of this code stored every utterance of (system, size)."""
+        path = self.work / self.name / f"{system.replace(' ', '-')}-N{size}.jsonl"
+        if not path.is_file():
+            return False
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if not lines or json.loads(lines[0]).get("fingerprint") != self.fingerprint:
+            return False
+        ids = set()
+        for line in lines[1:]:
+            try:
+                ids.add(json.loads(line)["id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                break
+        return all(i.id in ids for i in self.items)
+
     def sized(self, system: str, size: int, lists: dict[str, tuple[str, ...]]) -> Outcome:
         return self._run(system, size, lambda item: lists[item.id])
 
@@ -790,6 +806,12 @@ def main() -> None:
         "--work", type=Path, default=WORK, help="per-utterance results and the index cache"
     )
     parser.add_argument(
+        "--stored-only",
+        action="store_true",
+        help="report only the (system, N) pairs an earlier run of this code stored in "
+        "full; run nothing else (none and oracle still run if missing)",
+    )
+    parser.add_argument(
         "--fresh",
         action="store_true",
         help="ignore results of earlier runs (after a crash, rerun without it to go on)",
@@ -842,6 +864,8 @@ def main() -> None:
         sized: dict[tuple[str, int], Outcome] = {}
         for n in sizes:
             wanted = [s for s in PER_SIZE if s in systems and (s != A2P or n <= args.a2p_max)]
+            if args.stored_only:
+                wanted = [s for s in wanted if run.stored(s, n)]
             if wanted:
                 lists = {i.id: i.context for i in with_lists(items, pool, n)}
                 for system in wanted:
