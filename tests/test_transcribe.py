@@ -156,3 +156,15 @@ def test_retriever_none_ignores_the_context(transcriber, audio_dir):
     result = transcriber.transcribe(audio, ["thereunder"], options=none)
     assert result.text == transcriber.transcribe(audio).text
     assert result.context_used == () and result.picks == ()
+
+
+def test_verification_is_automatic_by_context_size():
+    from ctxasr import TranscribeOptions
+
+    auto = TranscribeOptions()
+    assert auto.verify is None
+    assert not auto.verifies(auto.verify_from - 1) and auto.verifies(auto.verify_from)
+    assert TranscribeOptions(verify=True).verifies(1)
+    assert not TranscribeOptions(verify=False).verifies(10**6)
+    with pytest.raises(ValueError, match="verify_from"):
+        TranscribeOptions(verify_from=0)

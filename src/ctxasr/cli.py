@@ -84,8 +84,8 @@ def transcribe(
         typer.Option("--retriever", help=RETRIEVER_HELP),
     ] = Retriever(TranscribeOptions.retriever),
     verify: Annotated[
-        bool,
-        typer.Option("--verify/--no-verify", help="Keep a second-pass change only when a prompt-free forced decode of the same audio finds it at most --verify-margin nats less likely than the first pass's words."),
+        Optional[bool],
+        typer.Option("--verify/--no-verify", show_default=False, help=f"Keep a second-pass change only when a prompt-free forced decode of the same audio finds it at most --verify-margin nats less likely than the first pass's words. [default: on for contexts of {TranscribeOptions.verify_from:,} terms or more]"),
     ] = TranscribeOptions.verify,
     verify_margin: Annotated[
         float, typer.Option("--verify-margin", min=0.0, help="Nats a verified change may cost (higher: more terms, more distractors).")

@@ -93,9 +93,15 @@ class TranscribeOptions:
     # Decoder verification of the second pass: each stretch where pass 2 brings a picked
     # term in is scored, with and without the change, by a prompt-free forced decode of
     # the same audio; the change is kept when it costs at most ``verify_margin`` nats.
-    # It keeps distractors that the prompt pushed into the text out of it.
-    verify: bool = False
+    # It keeps distractors that the prompt pushed into the text out of it. None: only
+    # for contexts of at least ``verify_from`` terms. Measured (bench/results/
+    # context_scaling.md): at 100,000 terms, where most picks are distractors, it cut
+    # B-WER 17.65 -> 8.82 on real-speech and 30.74 -> 28.15 on real-speech-2 and brought
+    # U-WER back near no context's; at 1,000 terms it rejected true terms' changes too
+    # (real-speech-2 B-WER 19.63 -> 27.04).
+    verify: bool | None = None
     verify_margin: float = 2.0
+    verify_from: int = 10_000  # terms; see ``verify``
     # Store the index of a large context (>= 2,000 terms) on disk under its content hash
     # ($CTXASR_CACHE, else ~/.cache/ctxasr/index), so the next run skips the build.
     cache_index: bool = True
@@ -115,6 +121,8 @@ class TranscribeOptions:
             )
         if not (0 <= self.verify_margin < float("inf")):
             raise ValueError(f"verify_margin must be a finite number >= 0, got {self.verify_margin}")
+        if self.verify_from < 1:
+            raise ValueError(f"verify_from must be at least 1, got {self.verify_from}")
         if self.nbest < 1:
             raise ValueError(f"nbest must be at least 1, got {self.nbest}")
         if not (0 <= self.fusion_weight < float("inf")):
@@ -123,6 +131,10 @@ class TranscribeOptions:
         if not self.context_prompt and self.fusion_weight == 0 and self.retriever != "none":
             raise ValueError("with context_prompt off, only fusion carries the context: "
                              "set fusion_weight above 0 (or retriever 'none')")  # fmt: skip
+
+    def verifies(self, terms: int) -> bool:
+        """Whether second passes over a context of ``terms`` terms are verified."""
+        return self.verify if self.verify is not None else terms >= self.verify_from
 
 
 RETRIEVERS = ("hybrid", "a2p", "phonetic", "all", "none")
@@ -323,7 +335,7 @@ class Transcriber:
                 encode=self.encode,
                 nbest=min(opts.nbest, opts.beam_size),
                 budget=opts.prompt_budget if opts.context_prompt else 0,
-                verify_margin=opts.verify_margin if opts.verify else None,
+                verify_margin=opts.verify_margin if opts.verifies(len(terms)) else None,
             )
             if opts.fusion_weight > 0:
                 fusion = Fusion(opts.fusion_weight, self.graph_for)
