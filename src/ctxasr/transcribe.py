@@ -95,13 +95,15 @@ class TranscribeOptions:
     # the same audio; the change is kept when it costs at most ``verify_margin`` nats.
     # It keeps distractors that the prompt pushed into the text out of it. None: only
     # for contexts of at least ``verify_from`` terms. Measured (bench/results/
-    # context_scaling.md): at 100,000 terms, where most picks are distractors, it cut
-    # B-WER 17.65 -> 8.82 on real-speech and 30.74 -> 28.15 on real-speech-2 and brought
-    # U-WER back near no context's; at 1,000 terms it rejected true terms' changes too
-    # (real-speech-2 B-WER 19.63 -> 27.04).
+    # context_scaling.md, real-speech / real-speech-2): at 100,000 terms, where most
+    # picks are distractors, it cut B-WER 17.65 -> 8.82 / 30.74 -> 28.15 and U-WER
+    # 8.43 -> 6.02 / 15.04 -> 13.85; at 10,000 it was mixed (U-WER better on both, B-WER
+    # 23.33 -> 27.41 on real-speech-2); at 1,000 it rejected true terms' changes
+    # (real-speech-2 B-WER 19.63 -> 27.04). 30,000 is the geometric middle of 10,000 and
+    # 100,000: the crossover lies between them, not measured more closely.
     verify: bool | None = None
     verify_margin: float = 2.0
-    verify_from: int = 10_000  # terms; see ``verify``
+    verify_from: int = 30_000  # terms; see ``verify``
     # Store the index of a large context (>= 2,000 terms) on disk under its content hash
     # ($CTXASR_CACHE, else ~/.cache/ctxasr/index), so the next run skips the build.
     cache_index: bool = True
