@@ -318,3 +318,12 @@ def test_partial_frame_waits_for_flush():
     assert vad.push(np.zeros(F - 1, dtype=np.float32)).shape == (0,)
     assert vad.flush().shape == (1,)
     assert vad.flush().shape == (0,)
+
+
+def test_a_window_cut_at_a_partial_last_frame_ends_inside_the_recording():
+    # Found by hypothesis: 126 frames of speech split at the window limit exactly at the
+    # last frame, which holds one sample less than a frame.
+    options = VadOptions(min_speech_s=0.05, min_silence_s=0.05, max_gap_s=0.5,
+                         speech_pad_s=0.5, max_window_s=5.0)  # fmt: skip
+    total = 126 * F - 1
+    assert plan(probs_of([(0.5, 126)]), total, options) == [Window(0, total)]

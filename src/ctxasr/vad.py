@@ -152,7 +152,12 @@ class WindowPlanner:
         """Consume probabilities of the next frames; return windows now closed."""
         for p in probs.tolist():
             self._step(p)
-        out, self._out = self._out, []
+        # A window cut at the newest frame would end past the recording if that frame is
+        # its partial last one: it is held until more frames come, or until ``finish``
+        # clips it to the recording's length.
+        edge = self._frame * FRAME_SAMPLES
+        out = [w for w in self._out if w.end < edge]
+        self._out = [w for w in self._out if w.end >= edge]
         return out
 
     def finish(self, total_samples: int) -> list[Window]:
