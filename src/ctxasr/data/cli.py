@@ -100,7 +100,7 @@ def synth(
         typer.Option("--augment", help="Augmentation preset: none, hard (training data) or test-other (evaluation; ctxasr.data.augment)."),
     ] = None,
 ) -> None:
-    """Speak a seeded sample of reference texts with espeak-ng: 16 kHz WAVs plus a manifest."""
+    """Speak a seeded sample of reference texts with TTS voices: 16 kHz WAVs and a manifest."""
     from ctxasr.cli import _user_errors
 
     with _user_errors():
