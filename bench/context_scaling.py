@@ -299,18 +299,28 @@ class Store:
         self.path = path
         self.meta: dict = {"fingerprint": fingerprint}
         self.rows: dict[str, Utt] = {}
-        if path.is_file() and not fresh:
-            lines = path.read_text(encoding="utf-8").splitlines()
-            head = json.loads(lines[0]) if lines else {}
-            if head.get("fingerprint") == fingerprint:
-                self.meta = head
-                for line in lines[1:]:
-                    try:
-                        row = Utt.from_json(json.loads(line))
-                    except (json.JSONDecodeError, TypeError):
-                        break  # a line cut short by a crash
-                    self.rows[row.id] = row
+        if not fresh:
+            self.meta, self.rows = Store.read(path, fingerprint)
         self._rewrite()
+
+    @staticmethod
+    def read(path: Path, fingerprint: str) -> tuple[dict, dict[str, Utt]]:
+        """The header and rows ``path`` holds for ``fingerprint`` (none for another one)."""
+        meta: dict = {"fingerprint": fingerprint}
+        rows: dict[str, Utt] = {}
+        if not path.is_file():
+            return meta, rows
+        lines = path.read_text(encoding="utf-8").splitlines()
+        head = json.loads(lines[0]) if lines else {}
+        if head.get("fingerprint") != fingerprint:
+            return meta, rows
+        for line in lines[1:]:
+            try:
+                row = Utt.from_json(json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                break  # a line cut short by a crash
+            rows[row.id] = row
+        return head, rows
 
     def set_meta(self, **values) -> None:
         self.meta.update(values)
@@ -356,19 +366,12 @@ class SetRun:
 
     def stored(self, system: str, size: int) -> bool:
         """Whether an earlier run of this code stored every utterance of (system, size)."""
-        path = self.work / self.name / f"{system.replace(' ', '-')}-N{size}.jsonl"
-        if not path.is_file():
-            return False
-        lines = path.read_text(encoding="utf-8").splitlines()
-        if not lines or json.loads(lines[0]).get("fingerprint") != self.fingerprint:
-            return False
-        ids = set()
-        for line in lines[1:]:
-            try:
-                ids.add(json.loads(line)["id"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                break
-        return all(i.id in ids for i in self.items)
+        _, rows = Store.read(self._path(system, size), self.fingerprint)
+        return all(i.id in rows for i in self.items)
+
+    def _path(self, system: str, size: int | None) -> Path:
+        slug = system.replace(" ", "-") + (f"-N{size}" if size is not None else "")
+        return self.work / self.name / f"{slug}.jsonl"
 
     def sized(self, system: str, size: int, lists: dict[str, tuple[str, ...]]) -> Outcome:
         return self._run(system, size, lambda item: lists[item.id])
@@ -376,8 +379,7 @@ class SetRun:
     def _run(
         self, system: str, size: int | None, terms: Callable[[EvalItem], Sequence[str]]
     ) -> Outcome:
-        slug = system.replace(" ", "-") + (f"-N{size}" if size is not None else "")
-        store = Store(self.work / self.name / f"{slug}.jsonl", self.fingerprint, self.fresh)
+        store = Store(self._path(system, size), self.fingerprint, self.fresh)
         if system == HOTWORDS and "hotwords_cap" not in store.meta:
             cap, why = self._hotwords_cap(size, terms(self.items[0]))
             store.set_meta(hotwords_cap=cap, hotwords_cap_reason=why)

@@ -93,6 +93,7 @@ def main() -> None:
                     counts[o][3] += 1
                 counts[o][0] += len(picked & true)
                 counts[o][1] += len(picked)
+            retriever.options = base.retrieval  # it stays in the transcriber's cache
         rows = [
             "| threshold | short | per span | max terms | pick recall | picks / stretch "
             "| precision |",
