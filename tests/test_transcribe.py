@@ -168,3 +168,17 @@ def test_verification_is_automatic_by_context_size():
     assert not TranscribeOptions(verify=False).verifies(10**6)
     with pytest.raises(ValueError, match="verify_from"):
         TranscribeOptions(verify_from=0)
+
+
+def test_second_passes_are_verified_from_verify_from_terms_on(transcriber, audio_dir):
+    audio = audio_dir / "1272-128104-0004_8k.wav"
+    context = ["idylls", "Birket", *rare_english_words(2000)]
+
+    def deltas(**changes) -> list[float | None]:
+        options = dataclasses.replace(transcriber.options, **changes)
+        result = transcriber.transcribe(audio, context, options=options)
+        return [e.verify for p in result.picks for e in p.selected if not e.in_text]
+
+    assert all(d is None for d in deltas())  # 2,002 terms: under the default 30,000
+    assert any(d is not None for d in deltas(verify_from=len(context)))
+    assert all(d is None for d in deltas(verify=False, verify_from=1))
