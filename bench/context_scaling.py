@@ -23,7 +23,8 @@ Systems, in one run on one model (packaged tiny.en, int8, CPU, beam 5):
 * ``whole-list prompt``: ctxasr with the whole list in every prompt, as far as the
   223-token budget goes;
 * ``ctxasr phonetic``: speech-aware pruning (a first pass without context, the terms it
-  heard, matched by sound, in a second pass's prompt);
+  heard, matched by sound, in a second pass's prompt), with the default verification
+  (on from ``TranscribeOptions.verify_from`` terms);
 * ``ctxasr hybrid``: the same with the phonetic shortlist re-ranked by the trained audio
   scorer (``ctxasr.a2p``) on the stretch's encoder frames;
 * ``ctxasr a2p``: the audio scorer alone over the whole list (only N <= ``--a2p-max``,
@@ -109,12 +110,13 @@ HOTWORDS = "fw hotwords"
 SYSTEMS = (NONE, ORACLE, WHOLE, PHONETIC, PHONETIC_V, HYBRID, HYBRID_V, A2P, HOTWORDS)
 DEFAULT_SYSTEMS = tuple(s for s in SYSTEMS if s != HOTWORDS)
 PER_SIZE = SYSTEMS[2:]  # run for every N; none and oracle once per set
-# system: (TranscribeOptions.retriever, verify)
+# system: (TranscribeOptions.retriever, verify); None: the default, which verifies
+# contexts of TranscribeOptions.verify_from terms or more.
 RETRIEVER = {
     NONE: ("none", False),
     ORACLE: ("all", False),
     WHOLE: ("all", False),
-    PHONETIC: ("phonetic", False),
+    PHONETIC: ("phonetic", None),
     PHONETIC_V: ("phonetic", True),
     HYBRID: ("hybrid", False),
     HYBRID_V: ("hybrid", True),
