@@ -327,3 +327,13 @@ def test_a_window_cut_at_a_partial_last_frame_ends_inside_the_recording():
                          speech_pad_s=0.5, max_window_s=5.0)  # fmt: skip
     total = 126 * F - 1
     assert plan(probs_of([(0.5, 126)]), total, options) == [Window(0, total)]
+
+
+def test_audio_of_a_held_window_is_still_needed():
+    # The window cut at the newest frame is held back by push(); the caller must keep its
+    # samples until the window comes out.
+    options = VadOptions(min_speech_s=0.05, min_silence_s=0.05, max_gap_s=0.5,
+                         speech_pad_s=0.5, max_window_s=5.0)  # fmt: skip
+    planner = WindowPlanner(options)
+    assert planner.push(np.concatenate([np.zeros(200, np.float32), probs_of([(0.9, 126)])])) == []
+    assert planner.needed_from <= planner.finish(326 * F)[0].start

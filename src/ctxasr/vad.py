@@ -146,6 +146,8 @@ class WindowPlanner:
         needed = max(self._last_end, first * FRAME_SAMPLES - self._pad)
         if self._last_end == 0 and needed <= self._max_gap_samples:
             return 0  # the first window may still start at the recording's start
+        if self._out:  # windows held back by push(): their audio is still to be cut
+            return min(needed, self._out[0].start)
         return needed
 
     def push(self, probs: np.ndarray) -> list[Window]:
