@@ -52,6 +52,12 @@ def main() -> None:
     parser.add_argument("--short-thresholds", nargs="+", type=float, default=[0.95])
     parser.add_argument("--per-span", nargs="+", type=int, default=[2, 3])
     parser.add_argument("--max-terms", nargs="+", type=int, default=[8, 16])
+    parser.add_argument("--shortlist", nargs="+", type=int, default=[400],
+                        help="terms aligned exactly after the trigram shortlist")
+    parser.add_argument("--min-coverage", nargs="+", type=float, default=[0.25],
+                        help="share of a term's trigrams the first pass must hold")
+    parser.add_argument("--homophone-context", nargs="+", type=int, default=[1000],
+                        help="context size from which homophones of common words are dropped")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--synth-hard", type=Path,
@@ -64,9 +70,11 @@ def main() -> None:
     pool = WordPool(read_word_pool(DATA / "librispeech-biasing" / "words" / "all_rare_words.txt"))
     grid = [
         dataclasses.replace(base.retrieval, threshold=t, short_threshold=max(s, t),
-                            per_span=p, max_terms=m)  # fmt: skip
-        for t, s, p, m in itertools.product(args.thresholds, args.short_thresholds,
-                                            args.per_span, args.max_terms)  # fmt: skip
+                            per_span=p, max_terms=m, shortlist=k, min_coverage=c,
+                            homophone_context=h)  # fmt: skip
+        for t, s, p, m, k, c, h in itertools.product(
+            args.thresholds, args.short_thresholds, args.per_span, args.max_terms,
+            args.shortlist, args.min_coverage, args.homophone_context)  # fmt: skip
     ]
     loaders = {"synth-hard": lambda: synth_hard_items(args.synth_hard),
                "real": lambda: real_items(DATA / "real-speech"),
@@ -95,13 +103,14 @@ def main() -> None:
                 counts[o][1] += len(picked)
             retriever.options = base.retrieval  # it stays in the transcriber's cache
         rows = [
-            "| threshold | short | per span | max terms | pick recall | picks / stretch "
-            "| precision |",
-            "|---|---|---|---|---|---|---|",
+            "| threshold | short | per span | max terms | shortlist | coverage | homophones "
+            "from | pick recall | picks / stretch | precision |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for o, (hits, distinct, picks, stretches) in counts.items():
             rows.append(
                 f"| {o.threshold:.2f} | {o.short_threshold:.2f} | {o.per_span} | {o.max_terms} "
+                f"| {o.shortlist} | {o.min_coverage:g} | {o.homophone_context:,} "
                 f"| {100 * hits / max(truth, 1):.1f}% ({hits}/{truth}) "
                 f"| {picks / max(stretches, 1):.2f} | {100 * hits / max(distinct, 1):.1f}% |"
             )
