@@ -1,7 +1,8 @@
 """Training data for the A2P retriever: synthetic 30 s stretches and the terms to score.
 
 An *example* is one stretch of speech as ctxasr's first pass sees it: 1-4 consecutive
-public-domain sentences spoken by eSpeak NG or Flite (up to ``max_seconds``), distorted
+public-domain sentences spoken by one of the offline TTS voices (``ctxasr.data.engines``:
+eSpeak NG, Flite, Festival, Piper, hibari, Kokoro; up to ``max_seconds``), distorted
 by ``ctxasr.data.augment``, turned into log-Mel features and encoded by the CTranslate2
 Whisper tiny.en encoder (int8) exactly as at inference, padded to 30 s: (1500, 384)
 frames, stored pooled the way the model pools them, as float16.
@@ -35,9 +36,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -53,8 +51,12 @@ SAMPLE_RATE = 16_000  # Hz
 N_MEL_FRAMES = 3000  # log-Mel frames of one 30 s stretch (10 ms hop)
 MAX_AUDIO_SECONDS = 30.0  # one Whisper stretch
 SPLITS = ("train", "dev")
-FLITE_VOICES = ("kal16", "slt", "rms", "awb")
-FLITE_STRETCH = (0.9, 1.0, 1.15)  # Flite's duration_stretch: > 1 is slower
+# Voices of the other engines kept out of the default training voices, so that synth-hard
+# (which speaks with seventeen voices, these among them) holds speakers the retriever has
+# never heard.
+HELD_OUT_VOICES = (
+    "flite:kal", "flite:awb", "festival:ked_diphone", "kokoro:jf_nezumi", "kokoro:jm_kumo",
+)
 
 
 @dataclass(frozen=True)
@@ -63,16 +65,16 @@ class SetOptions:
 
     sentences: str = "/work/shared/data/text/sentences.txt"  # one sentence a line
     pool: str = "/work/shared/data/librispeech-biasing/words/all_rare_words.txt"
-    common: str = "/work/shared/data/librispeech-biasing/words/common_words_5k.txt"
     train: int = 3000  # examples
     dev: int = 300
     dev_sentences: float = 0.05  # share of the sentences kept for the dev split only
     seed: int = 0
     max_sentences: int = 4
     max_seconds: float = 26.0  # of clean speech: speed perturbation may stretch it by 11%
-    voices: tuple[str, ...] = ()  # espeak-ng voices; () = ctxasr.data.synth.VOICES
-    rates: tuple[int, ...] = ()  # espeak-ng words per minute; () = synth.RATES
-    flite_share: float = 0.3  # examples spoken by Flite, where it is installed
+    # Voices as ``ctxasr data synth --voices`` takes them (``ENGINE:NAME``; a bare name is
+    # eSpeak NG's); () = every installed voice of ``default_voices``.
+    voices: tuple[str, ...] = ()
+    rates: tuple[int, ...] = ()  # words per minute; () = synth.RATES
     augment: str = "hard"  # a ctxasr.data.augment preset
     clean_share: float = 0.2  # examples left undistorted
     distractors: int = 30_000  # pool words indexed for hard negatives
@@ -96,9 +98,8 @@ class Plan:
 
     index: int
     sentences: tuple[str, ...]
-    engine: str  # "espeak-ng" or "flite"
-    voice: str
-    rate: float  # espeak-ng: words per minute; flite: duration stretch
+    voice: str  # ENGINE:NAME, or an eSpeak NG voice
+    rate: int  # words per minute
     augment: bool
 
 
@@ -189,22 +190,56 @@ def _sentence_chunks(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?;:])\s+|\"", text) if s.strip()]
 
 
+def default_voices() -> tuple[str, ...]:
+    """The installed ones of the default training voices: eSpeak NG's English voices
+    (``ctxasr.data.synth.VOICES``) and every voice of the other engines but
+    ``HELD_OUT_VOICES``. An engine that is not installed is left out, not an error."""
+    from ctxasr.data.engines import ENGINE_VOICES, check_engine_voice
+    from ctxasr.data.synth import VOICES, find_espeak
+
+    find_espeak()  # eSpeak NG is required: it also speaks the babble
+    voices = list(VOICES)
+    for engine, names in ENGINE_VOICES.items():
+        for name in names:
+            voice = f"{engine}:{name}"
+            if voice in HELD_OUT_VOICES:
+                continue
+            try:
+                check_engine_voice(engine, name)
+            except CtxasrError:
+                continue
+            voices.append(voice)
+    return tuple(voices)
+
+
+# The neural engines speak 20-50 times slower than eSpeak NG, Flite and Festival on a CPU.
+NEURAL_ENGINES = frozenset({"piper", "hibari", "kokoro"})
+
+
+def voice_weights(voices: Sequence[str]) -> np.ndarray:
+    """The chance of each voice: equal, except that all the voices of one neural engine
+    together weigh as one voice, so that the slow engines speak a small share of the set
+    (3 of 16 with the default voices) while every voice is still heard."""
+    from ctxasr.data.engines import split_voice
+
+    engines = [split_voice(v)[0] for v in voices]
+    weights = np.array([1.0 / engines.count(e) if e in NEURAL_ENGINES else 1.0 for e in engines])
+    return weights / weights.sum()
+
+
 def plan_examples(
     sentences: Sequence[str], count: int, split: int, options: SetOptions, voices: Sequence[str],
-    rates: Sequence[int], flite: bool,
+    rates: Sequence[int],
 ) -> list[Plan]:  # fmt: skip
-    """``count`` examples of consecutive sentences, seeded by ``(seed, split)``."""
+    """``count`` examples of consecutive sentences, seeded by ``(seed, split)``; rates
+    equally likely, voices by ``voice_weights``."""
     rng = np.random.default_rng([options.seed, split, 1])
+    weights = voice_weights(voices)
     plans = []
     for index in range(count):
-        use_flite = flite and rng.random() < options.flite_share
-        if use_flite:
-            voice = FLITE_VOICES[rng.integers(len(FLITE_VOICES))]
-            rate: float = float(FLITE_STRETCH[rng.integers(len(FLITE_STRETCH))])
-            wpm = 170.0 / rate
-        else:
-            voice = voices[rng.integers(len(voices))]
-            rate = wpm = float(rates[rng.integers(len(rates))])
+        voice = voices[rng.choice(len(voices), p=weights)]
+        rate = int(rates[rng.integers(len(rates))])
+        wpm = float(rate)
         wanted = int(rng.integers(1, options.max_sentences + 1))
         start = int(rng.integers(len(sentences)))
         picked: list[str] = []
@@ -215,8 +250,8 @@ def plan_examples(
                 break
             picked.append(sentence)
             words += n
-        plans.append(Plan(index, tuple(picked), "flite" if use_flite else "espeak-ng", voice,
-                          rate, bool(rng.random() >= options.clean_share)))  # fmt: skip
+        plans.append(Plan(index, tuple(picked), voice, rate,
+                          bool(rng.random() >= options.clean_share)))  # fmt: skip
     return plans
 
 
@@ -237,42 +272,21 @@ _WORKER: dict[str, object] = {}
 
 
 def _init_worker(options: SetOptions, babble_texts: Sequence[str]) -> None:
-    from ctxasr.data.synth import VOICES
+    from ctxasr.data.synth import VOICES, speak
 
     _WORKER["whisper"] = load_encoder(threads=1)
     _WORKER["options"] = options
     rng = np.random.default_rng([options.seed, 7])
     _WORKER["babble"] = [
-        _speak_espeak(text, VOICES[i % len(VOICES)], int(rng.integers(140, 190)))
+        speak(text, VOICES[i % len(VOICES)], int(rng.integers(140, 190)))
         for i, text in enumerate(babble_texts)
     ]
 
 
-def _speak_espeak(text: str, voice: str, rate: int) -> np.ndarray:
+def _speak(plan: Plan, sentences: Sequence[str]) -> np.ndarray:
     from ctxasr.data.synth import speak
 
-    return speak(text, voice, rate)
-
-
-def _speak_flite(text: str, voice: str, stretch: float) -> np.ndarray:
-    from ctxasr.audio import load_audio
-
-    with tempfile.TemporaryDirectory(prefix="ctxasr-flite-") as tmp:
-        wav = Path(tmp) / "speech.wav"
-        proc = subprocess.run(
-            ["flite", "-voice", voice, "--setf", f"duration_stretch={stretch}", "-o", str(wav)],
-            input=text.encode("utf-8"), capture_output=True, timeout=120, check=False,
-        )  # fmt: skip
-        if proc.returncode != 0 or not wav.exists():
-            raise CtxasrError(f"flite -voice {voice}", proc.stderr.decode(errors="replace")[:200])
-        return load_audio(wav)
-
-
-def _speak(plan: Plan, sentences: Sequence[str]) -> np.ndarray:
-    text = " ".join(sentences)
-    if plan.engine == "flite":
-        return _speak_flite(text, plan.voice, plan.rate)
-    return _speak_espeak(text, plan.voice, int(plan.rate))
+    return speak(" ".join(sentences), plan.voice, plan.rate)
 
 
 def _render(task: tuple[Plan, int]) -> tuple[np.ndarray, Example]:
@@ -297,7 +311,7 @@ def _render(task: tuple[Plan, int]) -> tuple[np.ndarray, Example]:
     text = " ".join(sentences)
     return pooled, Example(
         text=text, words=words_of(text), names=names_of(text),
-        voice=f"{plan.engine}:{plan.voice}:{plan.rate:g}",
+        voice=f"{plan.voice}:{plan.rate}",
         seconds=round(samples.shape[0] / SAMPLE_RATE, 3), augment=applied,
     )  # fmt: skip
 
@@ -308,24 +322,30 @@ def _render(task: tuple[Plan, int]) -> tuple[np.ndarray, Example]:
 def build_retriever_set(options: SetOptions, out: str | os.PathLike[str],
                         log=lambda _msg: None) -> dict[str, int]:  # fmt: skip
     """Build (or finish) the set under ``out``; returns the example count of each split."""
-    from ctxasr.data.synth import RATES, VOICES
+    from ctxasr.data.synth import RATES, check_voices
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CtxasrError(str(out), "is a file; the output is a folder")
     sentences = _read_lines(options.sentences)
     train_s, dev_s = split_sentences(sentences, options)
-    voices = options.voices or VOICES
+    if options.voices:
+        check_voices(options.voices)
+    voices = options.voices or default_voices()
     rates = options.rates or RATES
-    flite = shutil.which("flite") is not None
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "meta.json"
-    meta = {"options": dataclasses.asdict(options), "flite": flite}
+    meta = {"options": dataclasses.asdict(options), "voices": list(voices)}
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
         # Compared as JSON: tuples come back from the file as lists.
         if old.get("options") != json.loads(json.dumps(meta["options"])):
             raise CtxasrError(str(out), "holds a set built with other options: use a new folder")
+        if old.get("voices", meta["voices"]) != meta["voices"]:
+            raise CtxasrError(
+                str(out), "was begun with other voices installed (meta.json lists them): "
+                "install the same engines or use a new folder"
+            )
     with atomic_write(meta_path) as f:
         json.dump(meta, f, indent=1)
     babble_rng = np.random.default_rng([options.seed, 5])
@@ -334,7 +354,7 @@ def build_retriever_set(options: SetOptions, out: str | os.PathLike[str],
     for split_id, (split, pool_s, n) in enumerate(
         (("train", train_s, options.train), ("dev", dev_s, options.dev))
     ):
-        plans = plan_examples(pool_s, n, split_id, options, voices, rates, flite)
+        plans = plan_examples(pool_s, n, split_id, options, voices, rates)
         counts[split] = _build_audio(out / split, plans, split_id, options, babble, log)
     _mine_terms(out, options, log)
     meta["counts"] = counts

@@ -308,6 +308,12 @@ def export(model, cfg: TrainConfig, out: Path, scores: dict, seconds: float, sta
     meta = json.loads((Path(cfg.data) / "meta.json").read_text()) if (
         Path(cfg.data) / "meta.json").is_file() else {}  # fmt: skip
     recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("model",)}
+    from ctxasr.a2p.data import HELD_OUT_VOICES
+
+    spoken = meta.get("voices")  # sets of before the engines were wired: espeak-ng and Flite
+    voices = (f"{len(spoken)} voices ({', '.join(spoken)}; kept out, so that synth-hard has "
+              f"voices it never heard: {', '.join(HELD_OUT_VOICES)})" if spoken
+              else "espeak-ng and Flite voices")  # fmt: skip
     card = f"""# A2P retriever for {cfg.model.encoder}
 
 Scores the probability that a context term (its phones) is spoken in a 30 s stretch, from
@@ -318,8 +324,8 @@ the frozen speech encoder's frames (Attention2Probability's idea, ctxasr's own n
 - Data: `{cfg.data}` (`ctxasr data retriever-set`): {len(data.train.examples)} training
   stretches, {len(data.dev.examples)} held-out ones (sentences of their own) of public-domain
   sentences (the `text` collection: 16 Gutenberg books, filtered to share no 6-word
-  sequence with the LibriSpeech test references) spoken by espeak-ng and Flite voices and
-  augmented (`ctxasr.data.augment`). Set options: `{json.dumps(meta.get("options", {}))}`.
+  sequence with the LibriSpeech test references) spoken by {voices} and augmented
+  (`ctxasr.data.augment`). Set options: `{json.dumps(meta.get("options", {}))}`.
 - Terms: words said (rare words drawn {cfg.rare_boost:g}x as often) against sound-alike
   pool words not said, random pool words and other stretches' words.
 - Recipe: `{json.dumps(recipe)}`

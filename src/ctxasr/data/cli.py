@@ -149,6 +149,25 @@ def retriever_set(
     dev: Annotated[int, typer.Option("--dev", min=0, help="Held-out examples.")] = 300,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64)] = 2,
+    voices: Annotated[
+        str | None,
+        typer.Option(
+            "--voices",
+            help="Comma-separated voices as synth takes them (ENGINE:NAME; a bare name is "
+            "espeak-ng's). Default: every installed voice of every engine but five kept out "
+            "of training (ctxasr.a2p.data.HELD_OUT_VOICES).",
+        ),
+    ] = None,
+    sentences: Annotated[
+        Path | None,
+        typer.Option("--sentences", help="Training text, one sentence a line (default: "
+                      "../shared/data/text/sentences.txt, public-domain books)."),
+    ] = None,
+    pool: Annotated[
+        Path | None,
+        typer.Option("--pool", help="Distractor words, one a line, for hard negatives "
+                      "(default: the LibriSpeech biasing all_rare_words.txt)."),
+    ] = None,
 ) -> None:
     """Training data for the A2P retriever: synthetic 30 s stretches, encoder frames, terms."""
     from ctxasr.cli import _user_errors
@@ -156,6 +175,9 @@ def retriever_set(
     with _user_errors():
         from ctxasr.a2p.data import SetOptions, build_retriever_set
 
-        options = SetOptions(train=train, dev=dev, seed=seed, workers=workers)
+        chosen = _split(voices, "--voices") if voices is not None else ()
+        paths = {k: str(v) for k, v in (("sentences", sentences), ("pool", pool)) if v is not None}
+        options = SetOptions(train=train, dev=dev, seed=seed, workers=workers, voices=chosen,
+                             **paths)  # fmt: skip
         counts = build_retriever_set(options, output, log=lambda m: typer.echo(m, err=True))
         typer.echo(f"{output}: {counts['train']} train, {counts['dev']} dev examples", err=True)
