@@ -67,6 +67,20 @@ def test_audio_rescues_a_term_under_the_phonetic_threshold(phonetic):
     assert "Quilter" not in [e.term for e in deaf.selected]
 
 
+def test_a_phonetic_pick_stays_unless_the_audio_rules_it_out(phonetic):
+    evidence = Evidence(("mister burke it said",), FRAMES)
+    own = [e.term for e in phonetic.retrieve(evidence).selected]
+    assert "Birkett" in own
+    unsure = HybridRetriever(phonetic, FakeScorer({"Birkett": 0.15})).retrieve(evidence)
+    (e,) = [e for e in unsure.selected if e.term == "Birkett"]
+    assert e.audio == pytest.approx(0.15) and e.score < 0.5  # its blend alone would not pick it
+    vetoed = HybridRetriever(phonetic, FakeScorer({"Birkett": 0.05})).retrieve(evidence)
+    assert "Birkett" not in [e.term for e in vetoed.selected]
+    assert "Birkett" in [e.term for e in vetoed.rejected]
+    never = HybridRetriever(phonetic, FakeScorer({"Birkett": 0.05}), HybridOptions(veto=0.0))
+    assert "Birkett" in [e.term for e in never.retrieve(evidence).selected]
+
+
 def test_spelled_terms_need_no_audio(phonetic):
     scorer = FakeScorer({})
     found = HybridRetriever(phonetic, scorer).retrieve(Evidence(("Linnell's pictures",), FRAMES))

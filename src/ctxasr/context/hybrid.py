@@ -11,8 +11,10 @@ so the two are chained:
 1. the phonetic index shortlists by sound with a low floor (high recall: a few hundred
    terms out of any number);
 2. the audio scorer gives each shortlisted term its probability;
-3. per stretch, the terms are ranked by a blend of both scores and kept recall-first:
-   every term above ``threshold``, at most ``max_picks``.
+3. per stretch, the pick is recall-first: every term the phonetic retriever picks on its
+   own stays unless the audio all but rules it out (under ``veto``), and the shortlisted
+   terms whose blend of both scores clears ``threshold`` join them, at most
+   ``max_picks`` in all, best blend first.
 
 Precision is not this stage's job: the second pass's changes are checked by the decoder
 itself before they reach the text (``twopass``, decoder verification).
@@ -61,10 +63,13 @@ class HybridOptions:
 
     floor: float = 0.55  # phonetic score a term needs to be shortlisted
     shortlist: int = 300  # terms scored on the audio per stretch, best-sounding first
-    # A term's score is a blend of its audio probability and its phonetic score; it is
-    # picked from ``threshold`` up.
+    # A term's score is a blend of its audio probability and its phonetic score; a term
+    # the phonetic pick left out joins from ``threshold`` up.
     audio_weight: float = 0.6
     threshold: float = 0.5
+    # A term the phonetic retriever picked is dropped only when its audio probability is
+    # under this: the scorer rarely rules a word out wrongly, far more often it misses one.
+    veto: float = 0.1
     max_picks: int = 15  # terms the first pass did not spell, per 30 s stretch
     near: float = 0.15  # terms this far under the threshold are reported as rejected
     report_rejected: int = 5
@@ -72,6 +77,8 @@ class HybridOptions:
     def __post_init__(self) -> None:
         if not 0 <= self.floor <= 1:
             raise ValueError(f"floor must be in [0, 1], got {self.floor}")
+        if not 0 <= self.veto <= 1:
+            raise ValueError(f"veto must be in [0, 1], got {self.veto}")
         if not 0 <= self.audio_weight <= 1:
             raise ValueError(f"audio_weight must be in [0, 1], got {self.audio_weight}")
         if self.shortlist < 1 or self.max_picks < 1:
@@ -145,11 +152,27 @@ class HybridRetriever(_Listening):
 
     def retrieve(self, evidence: Evidence) -> Retrieval:
         started = time.perf_counter()
+        own = self.phonetic.retrieve(evidence)
         if evidence.frames is None:
-            return self.phonetic.retrieve(evidence)
+            return own
         opts = self.options
         spelled, heard = self.ranked(evidence)
-        return _pick(spelled, heard, opts, started)
+        picked = {e.term for e in own.selected if not e.in_text}
+        kept, joined, rejected = [], [], []
+        for e in heard:  # ranked by blend, best first
+            if e.term in picked:
+                (kept if e.audio is None or e.audio >= opts.veto else rejected).append(e)
+            elif e.score >= opts.threshold:
+                joined.append(e)
+            elif e.score >= opts.threshold - opts.near:
+                rejected.append(e)
+        # A phonetic pick the shortlist missed (it keeps only the best-sounding terms)
+        # stays, unheard by the scorer.
+        scored = {e.term for e in heard}
+        kept += [e for e in own.selected if not e.in_text and e.term not in scored]
+        chosen = sorted(kept + joined, key=lambda e: -e.score)[: opts.max_picks]
+        return Retrieval(tuple(spelled) + tuple(chosen), tuple(rejected[: opts.report_rejected]),
+                         time.perf_counter() - started)  # fmt: skip
 
 
 @dataclass(frozen=True)
