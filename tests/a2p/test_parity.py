@@ -21,8 +21,9 @@ def _random_model(config: A2PConfig, seed: int = 0) -> A2PModel:
     return model.eval()
 
 
-def test_numpy_matches_torch() -> None:
-    config = A2PConfig()
+@pytest.mark.parametrize("order", [False, True])
+def test_numpy_matches_torch(order: bool) -> None:
+    config = A2PConfig(order=order)
     model = _random_model(config)
     scorer = A2PScorer(config, {k: v.numpy() for k, v in model.state_dict().items()})
     rng = np.random.default_rng(0)

@@ -32,6 +32,9 @@ class A2PConfig:
     ffn: int = 128
     head_hidden: int = 64
     max_tokens: int = 32  # longest term, in tokens (phones and word boundaries)
+    # Also tell the head whether the phones were found in order: a term really said has
+    # its phones attend to successive moments, a sound-alike's scatter over the stretch.
+    order: bool = False
     vocab: int = VOCAB
 
     def __post_init__(self) -> None:

@@ -42,7 +42,7 @@ class A2PModel(nn.Module):
         self.ffn1 = nn.Linear(d, c.ffn)
         self.ffn2 = nn.Linear(c.ffn, d)
         self.head_norm = nn.LayerNorm(d)
-        self.head1 = nn.Linear(d + 2 * c.heads, c.head_hidden)
+        self.head1 = nn.Linear(d + (4 if c.order else 2) * c.heads, c.head_hidden)
         self.head2 = nn.Linear(c.head_hidden, 1)
 
     def listen(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,7 +66,8 @@ class A2PModel(nn.Module):
         e = self.tok_emb(tokens) + self.pos_emb[:L]  # (B, M, L, d)
         q = self.query(self.q_norm(e)).view(B, M * L, H, -1).transpose(1, 2)  # (B, H, ML, dh)
         s = q @ k.transpose(-1, -2) / math.sqrt(d // H)  # (B, H, ML, T)
-        ctx = s.softmax(-1) @ v  # (B, H, ML, dh)
+        a = s.softmax(-1)  # (B, H, ML, T)
+        ctx = a @ v  # (B, H, ML, dh)
         ctx = ctx.transpose(1, 2).reshape(B, M, L, d)  # (B, M, L, d)
         peak = s.amax(-1).view(B, H, M, L).permute(0, 2, 3, 1)  # (B, M, L, H)
         h = (e + self.out(ctx)) * mask  # (B, M, L, d)
@@ -75,6 +76,10 @@ class A2PModel(nn.Module):
         h = (h + c.transpose(1, 2).view(B, M, L, d)) * mask  # (B, M, L, d)
         h = h + self.ffn2(F.gelu(self.ffn1(self.ffn_norm(h)), approximate="tanh"))
         z = _pool(self.head_norm(h), peak, mask)  # (B, M, d + 2H)
+        if self.config.order:
+            slots = torch.arange(a.shape[-1], dtype=a.dtype)
+            where = (a @ slots).view(B, H, M, L).permute(0, 2, 3, 1)  # (B, M, L, H)
+            z = torch.cat([z, _order(where, mask)], dim=-1)  # (B, M, d + 4H)
         return self.head2(F.gelu(self.head1(z), approximate="tanh")).squeeze(-1)  # (B, M)
 
 
@@ -86,6 +91,17 @@ def _pool(h: torch.Tensor, peak: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     peak_min = peak.masked_fill(~mask, math.inf).amin(2)  # (B, M, H)
     peak_min = torch.where(torch.isfinite(peak_min), peak_min, torch.zeros_like(peak_min))
     return torch.cat([mean, peak_mean, peak_min], dim=-1)  # (B, M, d + 2H)
+
+
+def _order(where: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per term: how far (log slots) each phone's attended moment is from the previous
+    phone's, and how far it goes back in time, averaged over successive phone pairs."""
+    pair = mask[:, :, 1:] & mask[:, :, :-1]  # (B, M, L-1, 1)
+    step = where[:, :, 1:] - where[:, :, :-1]  # (B, M, L-1, H)
+    count = pair.sum(2).clamp(min=1)  # (B, M, 1)
+    jump = (torch.log1p(step.abs()) * pair).sum(2) / count  # (B, M, H)
+    back = (torch.log1p(F.relu(-step)) * pair).sum(2) / count  # (B, M, H)
+    return torch.cat([jump, back], dim=-1)  # (B, M, 2H)
 
 
 def pool_frames(frames: torch.Tensor, pool: int) -> torch.Tensor:

@@ -190,6 +190,14 @@ class A2PScorer:
         mean = (self._norm(h, "head_norm") * mask).sum(1) / count  # (N, d)
         peak_min = np.where(mask, peak, np.inf).min(1)  # (N, H)
         z = np.concatenate([mean, (peak * mask).sum(1) / count, peak_min], axis=-1)  # (N, d+2H)
+        if c.order:  # as ``ctxasr.a2p.model._order``
+            where = (a @ np.arange(a.shape[-1], dtype=a.dtype)).reshape(H, N, L).transpose(1, 2, 0)
+            pair = mask[:, 1:] & mask[:, :-1]  # (N, L-1, 1)
+            step = where[:, 1:] - where[:, :-1]  # (N, L-1, H)
+            n = np.maximum(pair.sum(1), 1)  # (N, 1)
+            jump = (np.log1p(np.abs(step)) * pair).sum(1) / n  # (N, H)
+            back = (np.log1p(np.maximum(-step, 0.0)) * pair).sum(1) / n  # (N, H)
+            z = np.concatenate([z, jump, back], axis=-1)  # (N, d + 4H)
         return self._linear(_gelu(self._linear(z, "head1")), "head2")[:, 0]  # (N,)
 
     def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
