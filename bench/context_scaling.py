@@ -349,9 +349,16 @@ class SetRun:
     items: list[EvalItem]
     systems: Systems
     work: Path
-    fingerprint: str
+    fingerprint: str  # of the rows of systems that do not listen
     fresh: bool
     hotwords_cap: str  # auto, always or never
+    listening_fingerprint: str = ""  # of the audio scorer's systems' rows ("": fingerprint)
+
+    def stamp(self, system: str) -> str:
+        """The fingerprint of ``system``'s rows: the audio scorer's weights count only for
+        the systems that use it."""
+        return (self.listening_fingerprint or self.fingerprint) if system in LISTENING else (
+            self.fingerprint)  # fmt: skip
 
     def __post_init__(self) -> None:
         self.durations = {i.id: i.duration or probe(i.audio).duration or 0.0 for i in self.items}
@@ -368,7 +375,7 @@ class SetRun:
 
     def stored(self, system: str, size: int) -> bool:
         """Whether an earlier run of this code stored every utterance of (system, size)."""
-        _, rows = Store.read(self._path(system, size), self.fingerprint)
+        _, rows = Store.read(self._path(system, size), self.stamp(system))
         return all(i.id in rows for i in self.items)
 
     def _path(self, system: str, size: int | None) -> Path:
@@ -381,7 +388,7 @@ class SetRun:
     def _run(
         self, system: str, size: int | None, terms: Callable[[EvalItem], Sequence[str]]
     ) -> Outcome:
-        store = Store(self._path(system, size), self.fingerprint, self.fresh)
+        store = Store(self._path(system, size), self.stamp(system), self.fresh)
         if system == HOTWORDS and "hotwords_cap" not in store.meta:
             cap, why = self._hotwords_cap(size, terms(self.items[0]))
             store.set_meta(hotwords_cap=cap, hotwords_cap_reason=why)
@@ -747,14 +754,18 @@ NOT_IN_ROWS = frozenset({
 
 
 def fingerprint(
-    pool_path: Path, options: TranscribeOptions, model: str, salt: object = HOTWORDS_CAP
+    pool_path: Path, options: TranscribeOptions, model: str, salt: object = HOTWORDS_CAP,
+    weights: bool = True,
 ) -> str:
-    """What a stored result depends on: the package code rows run through (and the scorer weights),
-    options, model, word pool, and ``salt`` (a caller's own setting that changes rows)."""
+    """What a stored result depends on: the package code rows run through (and, with
+    ``weights``, the packaged audio scorer's weights), options, model, word pool, and
+    ``salt`` (a caller's own setting that changes rows)."""
     h = hashlib.sha256()
     package = Path(ctxasr.__file__).resolve().parent
     for path in sorted(package.rglob("*")):
         if path.is_file() and path.suffix in (".py", ".txt", ".json", ".safetensors"):
+            if not weights and "weights" in path.relative_to(package).parts:
+                continue
             relative = path.relative_to(package)
             if relative.parts[0] in NOT_IN_ROWS or relative.as_posix() in NOT_IN_ROWS:
                 continue
@@ -868,7 +879,9 @@ def main() -> None:
                        f"audio scorer did not load ({error})")  # fmt: skip
             print(skipped, file=sys.stderr, flush=True)
             systems = [s for s in systems if s not in LISTENING]
-    stamp = fingerprint(args.pool, runner.transcriber.options, runner.transcriber.resolved.path)
+    t = runner.transcriber
+    stamp = fingerprint(args.pool, t.options, t.resolved.path, weights=False)
+    listening = fingerprint(args.pool, t.options, t.resolved.path)
     os.environ["CTXASR_CACHE"] = str(index_cache(args.work / "index-cache", stamp, args.fresh))
     started = time.perf_counter()
     warm = None
@@ -877,7 +890,8 @@ def main() -> None:
         items = items[: args.limit] if args.limit else items
         if warm is None:
             warm = runner.warm_up(items[0], pool, systems)
-        run = SetRun(key, items, runner, args.work, stamp, args.fresh, args.hotwords_cap)
+        run = SetRun(key, items, runner, args.work, stamp, args.fresh, args.hotwords_cap,
+                     listening)
         once = {s: run.once(s) for s in (NONE, ORACLE) if s in systems}
         sized: dict[tuple[str, int], Outcome] = {}
         for n in sizes:

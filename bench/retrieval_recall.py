@@ -178,8 +178,8 @@ class Row:
 class Bench:
     """The transcriber and one set of options per retriever."""
 
-    def __init__(self) -> None:
-        self.transcriber = Transcriber(None, TranscribeOptions())
+    def __init__(self, scorer: str | None = None) -> None:
+        self.transcriber = Transcriber(None, TranscribeOptions(scorer=scorer))
         # No disk cache of indexes: every build is timed as a build.
         base = dataclasses.replace(self.transcriber.options, cache_index=False)
         self.options = {r: dataclasses.replace(base, retriever=r) for r in RETRIEVERS}
@@ -318,6 +318,12 @@ class _PeakRss:
         """The peak since the last reset (the current RSS included); starts a new one."""
         peak, self._peak = max(self._peak, self.now()), self.now()
         return peak
+
+
+def hash_file(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def memory_probe(terms_file: Path) -> dict:
@@ -474,6 +480,9 @@ def main() -> None:
                         help="first-pass evidence and per-utterance results")  # fmt: skip
     parser.add_argument("--fresh", action="store_true", help="ignore earlier runs' results")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory probe")
+    parser.add_argument("--scorer", type=Path, default=None,
+                        help="audio scorer weights to use (a folder from ctxasr train "
+                        "retriever) instead of the packaged ones")
     parser.add_argument("--synth-hard", type=Path,
                         default=HERE / "work" / "synth-hard" / "manifest.jsonl")  # fmt: skip
     parser.add_argument("--real", type=Path, default=DATA / "real-speech")
@@ -491,7 +500,7 @@ def main() -> None:
     sizes = sorted(set(args.sizes))
     sets = {key: load_set(key, args) for key in args.sets}  # fail early on a missing set
     pool = WordPool(read_word_pool(args.pool))
-    bench = Bench()
+    bench = Bench(str(args.scorer) if args.scorer else None)
     names = list(args.retrievers)
     skipped = ""
     if bench.scorer_error and any(n in LISTENING for n in names):
@@ -499,7 +508,10 @@ def main() -> None:
         print(skipped, file=sys.stderr, flush=True)
         names = [n for n in names if n not in LISTENING]
     t = bench.transcriber
-    stamp = fingerprint(args.pool, t.options, str(t.resolved.path), salt=K_MAX)
+    # Another scorer's weights change the rows as much as the packaged ones do.
+    weights = sorted(args.scorer.glob("*")) if args.scorer else []
+    salt = (K_MAX, *(hash_file(w) for w in weights if w.is_file())) if weights else K_MAX
+    stamp = fingerprint(args.pool, t.options, str(t.resolved.path), salt=salt)
     cache = EvidenceCache(args.work / "pass1", t, args.fresh)
     report: dict[str, dict[str, dict[int, dict]]] = {}
     warm = False
