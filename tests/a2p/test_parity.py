@@ -43,3 +43,18 @@ def test_numpy_matches_torch(order: bool) -> None:
     assert got.shape == (len(ids),)
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert 0 < got.min() and got.max() < 1 and got.std() > 1e-3
+
+
+@pytest.mark.parametrize("order", [False, True])
+def test_loader_takes_what_the_model_saves(tmp_path, order: bool) -> None:
+    import json
+
+    from safetensors.numpy import save_file
+
+    config = A2PConfig(order=order)
+    model = _random_model(config)
+    save_file({k: v.numpy().copy() for k, v in model.state_dict().items()},
+              str(tmp_path / "model.safetensors"))  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config.to_json()))
+    scorer = A2PScorer.load(tmp_path)
+    assert scorer.config == config

@@ -65,7 +65,7 @@ def shapes(c: A2PConfig) -> dict[str, tuple[int, ...]]:
         "conv.weight": (d, d, 3), "conv.bias": (d,),
         "ffn1.weight": (f, d), "ffn1.bias": (f,),
         "ffn2.weight": (d, f), "ffn2.bias": (d,),
-        "head1.weight": (g, d + 2 * c.heads), "head1.bias": (g,),
+        "head1.weight": (g, d + (4 if c.order else 2) * c.heads), "head1.bias": (g,),
         "head2.weight": (1, g), "head2.bias": (1,),
     }  # fmt: skip
     for norm, width in (("mem_norm", e), ("q_norm", d), ("conv_norm", d), ("ffn_norm", d),
