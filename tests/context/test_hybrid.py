@@ -45,7 +45,7 @@ FRAMES = np.zeros((10, 4), dtype=np.float32)
 
 
 def test_audio_decides_between_terms_that_sound_alike(phonetic):
-    scorer = FakeScorer({"Birkett": 0.9, "Burkitt": 0.05})
+    scorer = FakeScorer({"Birkett": 0.9, "Burkitt": 0.02})
     hybrid = HybridRetriever(phonetic, scorer)
     found = hybrid.retrieve(Evidence(("mister burke it said",), FRAMES))
     assert [e.term for e in found.selected] == ["Birkett"]
@@ -74,10 +74,10 @@ def test_a_phonetic_pick_stays_unless_the_audio_rules_it_out(phonetic):
     unsure = HybridRetriever(phonetic, FakeScorer({"Birkett": 0.15})).retrieve(evidence)
     (e,) = [e for e in unsure.selected if e.term == "Birkett"]
     assert e.audio == pytest.approx(0.15) and e.score < 0.5  # its blend alone would not pick it
-    vetoed = HybridRetriever(phonetic, FakeScorer({"Birkett": 0.05})).retrieve(evidence)
+    vetoed = HybridRetriever(phonetic, FakeScorer({"Birkett": 0.02})).retrieve(evidence)
     assert "Birkett" not in [e.term for e in vetoed.selected]
     assert "Birkett" in [e.term for e in vetoed.rejected]
-    never = HybridRetriever(phonetic, FakeScorer({"Birkett": 0.05}), HybridOptions(veto=0.0))
+    never = HybridRetriever(phonetic, FakeScorer({"Birkett": 0.02}), HybridOptions(veto=0.0))
     assert "Birkett" in [e.term for e in never.retrieve(evidence).selected]
 
 

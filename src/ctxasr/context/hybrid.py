@@ -65,11 +65,13 @@ class HybridOptions:
     shortlist: int = 300  # terms scored on the audio per stretch, best-sounding first
     # A term's score is a blend of its audio probability and its phonetic score; a term
     # the phonetic pick left out joins from ``threshold`` up.
+    # (Threshold and veto from bench/retrieval_sweep.py --hybrid on synth-hard and
+    # real-speech-2: the setting that cut most picks for the least recall.)
     audio_weight: float = 0.6
-    threshold: float = 0.5
+    threshold: float = 0.7
     # A term the phonetic retriever picked is dropped only when its audio probability is
     # under this: the scorer rarely rules a word out wrongly, far more often it misses one.
-    veto: float = 0.1
+    veto: float = 0.05
     max_picks: int = 15  # terms the first pass did not spell, per 30 s stretch
     near: float = 0.15  # terms this far under the threshold are reported as rejected
     report_rejected: int = 5
