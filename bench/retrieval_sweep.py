@@ -127,8 +127,8 @@ def main() -> None:
                     "|---|---|---|---|---|---|"]  # fmt: skip
         else:
             rows = [
-                "| threshold | short | per span | max terms | shortlist | coverage | homophones "
-                "from | pick recall | picks / stretch | precision |",
+                ("| threshold | short | per span | max terms | shortlist | coverage | homophones "
+                 "from | pick recall | picks / stretch | precision |"),
                 "|---|---|---|---|---|---|---|---|---|---|",
             ]
         for o, (hits, distinct, picks, stretches) in counts.items():
