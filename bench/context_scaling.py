@@ -764,10 +764,10 @@ def fingerprint(
     package = Path(ctxasr.__file__).resolve().parent
     for path in sorted(package.rglob("*")):
         if path.is_file() and path.suffix in (".py", ".txt", ".json", ".safetensors"):
-            if not weights and "weights" in path.relative_to(package).parts:
-                continue
             relative = path.relative_to(package)
             if relative.parts[0] in NOT_IN_ROWS or relative.as_posix() in NOT_IN_ROWS:
+                continue
+            if not weights and "weights" in relative.parts:
                 continue
             h.update(str(relative).encode() + b"\0" + path.read_bytes())
     h.update(repr(options).encode())

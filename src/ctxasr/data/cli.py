@@ -161,12 +161,13 @@ def retriever_set(
     sentences: Annotated[
         Path | None,
         typer.Option("--sentences", help="Training text, one sentence a line (default: "
-                      "../shared/data/text/sentences.txt, public-domain books)."),
+                      "/work/shared/data/text/sentences.txt, public-domain books)."),
     ] = None,
     pool: Annotated[
         Path | None,
         typer.Option("--pool", help="Distractor words, one a line, for hard negatives "
-                      "(default: the LibriSpeech biasing all_rare_words.txt)."),
+                      "(default: /work/shared/data/librispeech-biasing/words/"
+                      "all_rare_words.txt)."),
     ] = None,
 ) -> None:
     """Training data for the A2P retriever: synthetic 30 s stretches, encoder frames, terms."""
