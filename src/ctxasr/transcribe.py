@@ -19,10 +19,8 @@ import dataclasses
 import functools
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -43,6 +41,7 @@ from ctxasr.context.spelling import TermSpeller, respell_text
 from ctxasr.context.terms import ContextTerm, dedupe_terms
 from ctxasr.errors import AudioError, ModelError
 from ctxasr.models import ResolvedModel, resolve_model
+from ctxasr.recent import Recent
 from ctxasr.results import Segment, Transcript, Word
 from ctxasr.twopass import SeekPlan, merge_verified, with_context
 from ctxasr.vad import SileroVad, VadOptions, Window, WindowPlanner
@@ -144,14 +143,6 @@ LISTENING = ("hybrid", "a2p")  # retrievers that need the audio scorer
 CACHE_MIN_TERMS = 2000  # smaller contexts index in well under a second: not worth a file
 
 
-def cpu_count() -> int:
-    """CPUs this process may run on (a container's or taskset's share, not the host's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 BACKENDS = ("ct2", "torch")
 TORCH_DTYPES = ("float32", "bfloat16")
 
@@ -206,9 +197,9 @@ class Transcriber:
         self.resolved: ResolvedModel = resolve_model(model)
         self.options = options
         # Retrievers of recent contexts: a server or a batch job reuses one context.
-        self._retrievers: _Recent[tuple, Retriever] = _Recent(4)
-        self._scorers: _Recent[str | None, object] = _Recent(2)
-        self._graphs: _Recent[tuple[tuple[str, float], ...], ContextGraph] = _Recent(16)
+        self._retrievers: Recent[tuple, Retriever] = Recent(4)
+        self._scorers: Recent[str | None, object] = Recent(2)
+        self._graphs: Recent[tuple[tuple[str, float], ...], ContextGraph] = Recent(16)
         self.backend = model_options.backend
         self._model = _prompted_model_class()(
             self.resolved.path,
@@ -313,8 +304,12 @@ class Transcriber:
         *,
         options: TranscribeOptions | None = None,
         progress: ProgressCallback | None = None,
+        on_segment: Callable[[Segment], None] | None = None,
     ) -> Transcript:
         """Transcribe a recording (a path, or 16 kHz mono float32 samples of shape (n,)).
+
+        ``on_segment`` is called with each segment as soon as it is final (timestamps on
+        the recording's clock, terms respelled), in order: a server streams them.
 
         Raises:
             AudioError: the recording is missing, unreadable, corrupt or empty.
@@ -341,9 +336,9 @@ class Transcriber:
             )
             if opts.fusion_weight > 0:
                 fusion = Fusion(opts.fusion_weight, self.graph_for)
-        return self._run(audio, opts, prompt, plan, fusion, progress)
+        return self._run(audio, opts, prompt, plan, fusion, progress, on_segment)
 
-    def _run(self, audio, opts, prompt, plan, fusion, progress) -> Transcript:
+    def _run(self, audio, opts, prompt, plan, fusion, progress, on_segment=None) -> Transcript:
         if isinstance(audio, np.ndarray):
             if audio.size == 0:
                 raise AudioError("<samples>", "contains no audio samples (zero-length audio)")
@@ -353,6 +348,7 @@ class Transcriber:
             total = probe(audio).duration
             blocks = stream_audio(audio)
         run = _Run(self, opts, prompt, plan, fusion, progress, total)
+        run.on_segment = on_segment
         for window, samples in _windows(blocks, opts.vad, run.note_samples):
             run.decode(window, samples)
         return run.result()
@@ -558,36 +554,6 @@ class _NBest:
         return self._model.generate(*args, **kwargs)
 
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _Recent(Generic[K, V]):
-    """The last ``size`` objects built, by key: a server or a batch job reuses contexts.
-
-    Thread-safe; a missing object is built outside the lock, so one slow build does not
-    hold up other threads.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[K, V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: K, build: Callable[[], V]) -> V:
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-                return found
-        value = build()
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
-
-
 def _as_term(term: ContextTerm | str) -> ContextTerm:
     return term if isinstance(term, ContextTerm) else ContextTerm(" ".join(str(term).split()))
 
@@ -653,6 +619,7 @@ class _Run:
         self.previous: list[int] = []  # tokens of the previous window's text
         self.samples = 0
         self.language = opts.language
+        self.on_segment: Callable[[Segment], None] | None = None
 
     def note_samples(self, seen: int) -> None:
         self.samples = seen
@@ -702,6 +669,8 @@ class _Run:
             if self.speller is not None:
                 shifted = _respell(shifted, self.speller)
             self.segments.append(shifted)
+            if self.on_segment is not None:
+                self.on_segment(shifted)
             window_text.append(shifted.text)
             hot = hot or (seg.temperature or 0.0) > 0.5
             if self.progress is not None:

@@ -258,7 +258,7 @@ def test_settings_from_environment_and_checked(monkeypatch):
     settings = ServerSettings()
     assert (settings.port, settings.max_queue, settings.max_upload_bytes) == (9123, 3, 25 * 2**20)
     assert ServerSettings(port=1).port == 1  # arguments win over the environment
-    from ctxasr.transcribe import cpu_count
+    from ctxasr.cpus import cpu_count
 
     default = ServerSettings()
     assert default.concurrency == min(8, cpu_count())

@@ -27,7 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from ctxasr.batch.rows import RowResult, Task, one_line, transcribe_row
 from ctxasr.batch.workers import WorkerSetup, plan
 from ctxasr.errors import CtxasrError
-from ctxasr.transcribe import cpu_count
+from ctxasr.cpus import cpu_count
 
 # Pools in a row that may die before finishing a single row: past this the cause is
 # not a recording (a model that crashes while loading, a machine out of memory).

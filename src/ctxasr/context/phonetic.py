@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ctxasr.cpus import cpu_count
 from ctxasr.context.words import zipf as _zipf
 
 PHONES: tuple[str, ...] = (
@@ -540,20 +541,13 @@ def _load_g2p2():
         return g2p2.Model.from_bytes(lzma.decompress(packed.read_bytes())), ""
 
 
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _idle_cpus() -> int:
     """CPUs not kept busy by others (the last minute's load), at least 1."""
     try:
         busy = round(os.getloadavg()[0])
     except (AttributeError, OSError):  # no load average on this platform
         busy = 0
-    return max(1, _available_cpus() - busy)
+    return max(1, cpu_count() - busy)
 
 
 # --- pronouncing words and terms ---------------------------------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ctxasr.transcribe import BACKENDS, RETRIEVERS, TORCH_DTYPES, TranscribeOptions, cpu_count
+from ctxasr.cpus import cpu_count
+from ctxasr.transcribe import BACKENDS, RETRIEVERS, TORCH_DTYPES, TranscribeOptions
 
 MIB = 1024 * 1024
 MAX_DEFAULT_CONCURRENCY = 8  # each running transcription holds its own decoder state
