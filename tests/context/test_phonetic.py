@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctxasr.context import phonetic
 from ctxasr.context.phonetic import (
     PHONES,
     VOWELS,
@@ -15,6 +14,7 @@ from ctxasr.context.phonetic import (
     gap_costs,
     ipa_to_phones,
     phone_classes,
+    pronounce,
     split_words,
     substitution_costs,
 )
@@ -323,7 +323,7 @@ UNLISTED = ["zipformer", "kubernetes", "wibblewobbles", "dolorifuge", "tewfikieh
 
 def test_helper_processes_give_the_same_answers(monkeypatch):
     expected = Pronouncer(g2p_processes=1).words(UNLISTED)
-    monkeypatch.setattr(phonetic, "G2P_WORDS_PER_PROCESS", 2)
+    monkeypatch.setattr(pronounce, "G2P_WORDS_PER_PROCESS", 2)
     answers = []
     helper_output = Pronouncer._helper_output
 
@@ -338,6 +338,6 @@ def test_helper_processes_give_the_same_answers(monkeypatch):
 
 def test_a_failed_helper_process_costs_only_time(monkeypatch):
     expected = Pronouncer(g2p_processes=1).words(UNLISTED)
-    monkeypatch.setattr(phonetic, "G2P_WORDS_PER_PROCESS", 2)
-    monkeypatch.setattr(phonetic, "_G2P_WORKER", "import sys; sys.exit(3)")
+    monkeypatch.setattr(pronounce, "G2P_WORDS_PER_PROCESS", 2)
+    monkeypatch.setattr(pronounce, "_G2P_WORKER", "import sys; sys.exit(3)")
     assert Pronouncer(g2p_processes=3).words(UNLISTED) == expected
