@@ -24,10 +24,11 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import itertools
 import os
 import string
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -281,7 +282,7 @@ class PhoneticRetriever:
             phones = idx.var_phones[lo:hi].tolist()
             cuts = np.flatnonzero(idx.var_word_start[lo:hi]).tolist() + [hi - lo]
             out[int(terms[v])] = tuple(
-                tuple(phones[a:b]) for a, b in zip(cuts, cuts[1:]) if b > a
+                tuple(phones[a:b]) for a, b in itertools.pairwise(cuts) if b > a
             )
         return out
 
@@ -426,9 +427,7 @@ class PhoneticRetriever:
         if pos.size == 0:
             return np.zeros(0, dtype=np.int64)
         starts, ends = idx.post_start[pos], idx.post_start[pos + 1]
-        hits = np.bincount(
-            idx.post_var[_ranges(starts, ends)], minlength=idx.var_term.shape[0]
-        )
+        hits = np.bincount(idx.post_var[_ranges(starts, ends)], minlength=idx.var_term.shape[0])
         coverage = hits / np.maximum(idx.var_ngrams, 1)
         candidates = np.flatnonzero(coverage >= self.options.min_coverage)
         if candidates.size > self.options.shortlist:
@@ -489,33 +488,48 @@ class PhoneticRetriever:
     def _select(
         self, scored: _Scored, hyp: _Hyp
     ) -> tuple[tuple[TermEvidence, ...], tuple[TermEvidence, ...]]:
-        opts = self.options
-        idx = self._index
-        selected: list[TermEvidence] = []
-        rejected: list[TermEvidence] = []
-        taken: list[tuple[int, int]] = []  # word spans of the picked terms
-        chosen: set[int] = set()
-        # Terms the best hypothesis spells (perhaps split: "there under") were heard.
+        """The terms picked (those the first pass spells, then by sound, best first), and
+        those reported as rejected: near misses, and terms with no room left for them."""
+        picks = self._spelled_picks(hyp)
+        for score, needed, span, evidence in self._sound_matches(scored, hyp, picks.chosen):
+            # A near miss, or its words already explained by ``per_span`` picked terms, or
+            # ``max_terms`` picked already: reported, not picked.
+            if score < needed - 1e-9 or picks.crowded(span) or picks.full():
+                picks.reject(evidence)
+            else:
+                picks.take(span, evidence)
+        return tuple(picks.selected), tuple(picks.rejected)
+
+    def _spelled_picks(self, hyp: _Hyp) -> _Picks:
+        """Picks that start with the terms the best hypothesis spells (perhaps split:
+        "there under"): those were heard."""
+        picks = _Picks(self.options)
         for (first, last), term_id in self._spelled(hyp.words[: hyp.best_words]):
-            if term_id not in chosen:
-                chosen.add(term_id)
-                taken.append((first, last))
+            if term_id not in picks.chosen:
+                picks.chosen.add(term_id)
                 span = " ".join(hyp.words[first : last + 1])
-                selected.append(TermEvidence(self._texts[term_id], 1.0, span, True))
-        spelled_count = len(selected)
+                picks.take((first, last), TermEvidence(self._texts[term_id], 1.0, span, True))
+        picks.spelled = len(picks.selected)
+        return picks
+
+    def _sound_matches(
+        self, scored: _Scored, hyp: _Hyp, spelled: set[int]
+    ) -> Iterator[tuple[float, float, tuple[int, int], TermEvidence]]:
+        """Terms that sound close enough to a stretch of the hypothesis to be picked or
+        reported, best first: (score, score needed, word span, evidence).
+
+        Leaves out the terms in ``spelled``, those more than ``near`` under the score
+        they need, and in a long context chance homophones of common words.
+        """
+        opts = self.options
         homophones_dropped = len(self.terms) >= opts.homophone_context
-        best: dict[int, int] = {}  # per term, its best-scoring variant
-        for k in np.argsort(-scored.score, kind="stable"):
-            best.setdefault(int(idx.var_term[scored.variants[k]]), int(k))
-        for term_id, k in best.items():  # best first
+        for term_id, k in self._best_variants(scored).items():  # best first
             score = float(scored.score[k])
             if score < opts.threshold - opts.near:
-                break  # sorted: nothing further can be picked or reported
-            if term_id in chosen:
+                return  # sorted: nothing further can be picked or reported
+            if term_id in spelled:
                 continue
-            variant = scored.variants[k]
-            length = int(idx.var_start[variant + 1] - idx.var_start[variant])
-            needed = opts.short_threshold if length < opts.short_phones else opts.threshold
+            needed = self._needed_score(int(scored.variants[k]))
             if score < needed - opts.near:
                 continue
             first, last = hyp.word_span(int(scored.start[k]), int(scored.end[k]))
@@ -527,15 +541,20 @@ class PhoneticRetriever:
                 span=" ".join(hyp.words[first : last + 1]),
                 in_text=False,
             )
-            crowded = sum(1 for a, b in taken if a <= last and first <= b) >= opts.per_span
-            full = len(selected) - spelled_count >= opts.max_terms
-            if score < needed - 1e-9 or crowded or full:
-                if len(rejected) < opts.report_rejected:
-                    rejected.append(evidence)
-                continue
-            taken.append((first, last))
-            selected.append(evidence)
-        return tuple(selected), tuple(rejected)
+            yield score, needed, (first, last), evidence
+
+    def _best_variants(self, scored: _Scored) -> dict[int, int]:
+        """Per term, its best-scoring variant (an index into ``scored``), best terms first."""
+        best: dict[int, int] = {}
+        for k in np.argsort(-scored.score, kind="stable"):
+            best.setdefault(int(self._index.var_term[scored.variants[k]]), int(k))
+        return best
+
+    def _needed_score(self, variant: int) -> float:
+        """The score a variant must reach to be picked: higher for a short term."""
+        idx, opts = self._index, self.options
+        length = int(idx.var_start[variant + 1] - idx.var_start[variant])
+        return opts.short_threshold if length < opts.short_phones else opts.threshold
 
 
 @dataclass
@@ -608,6 +627,36 @@ class _Scored:
     def empty() -> _Scored:
         z = np.zeros(0, dtype=np.int64)
         return _Scored(z, np.zeros(0), z, z)
+
+
+@dataclass
+class _Picks:
+    """The terms ``PhoneticRetriever._select`` has picked and rejected so far."""
+
+    options: PhoneticOptions
+    selected: list[TermEvidence] = field(default_factory=list)
+    rejected: list[TermEvidence] = field(default_factory=list)
+    taken: list[tuple[int, int]] = field(default_factory=list)  # word spans of the picked terms
+    chosen: set[int] = field(default_factory=set)  # term ids the first pass spells
+    spelled: int = 0  # how many picked terms the first pass spells (the first ones)
+
+    def crowded(self, span: tuple[int, int]) -> bool:
+        """Whether ``per_span`` picked terms already cover some of the words in ``span``."""
+        first, last = span
+        return sum(1 for a, b in self.taken if a <= last and first <= b) >= self.options.per_span
+
+    def full(self) -> bool:
+        """Whether ``max_terms`` terms the first pass did not spell are picked already."""
+        return len(self.selected) - self.spelled >= self.options.max_terms
+
+    def take(self, span: tuple[int, int], evidence: TermEvidence) -> None:
+        self.taken.append(span)
+        self.selected.append(evidence)
+
+    def reject(self, evidence: TermEvidence) -> None:
+        """Report a term as rejected, while fewer than ``report_rejected`` are."""
+        if len(self.rejected) < self.options.report_rejected:
+            self.rejected.append(evidence)
 
 
 def _trigrams(seq: np.ndarray, k: int) -> np.ndarray:
