@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 from collections.abc import Iterable
@@ -11,9 +10,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ctxasr.context.terms import read_term_file
+from ctxasr.context.terms import ContextTerm
 from ctxasr.errors import CtxasrError
 from ctxasr.eval.score import read_biasing_lists, read_refs
+from ctxasr.manifest import KNOWN_FIELDS, ManifestRow, read_manifest_rows
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".webm", ".mp4")
 _WORD = re.compile(r"[a-z0-9']+")
@@ -30,6 +30,19 @@ class EvalItem:
     rare_words: frozenset[str] | None = None  # scored as B-WER; None: from the 5k list
     duration: float | None = None  # seconds, when the manifest says
     extra: tuple[tuple[str, object], ...] = ()  # the manifest row's other fields, kept
+    weights: tuple[float, ...] = ()  # one per context term; () when all are 1.0
+
+    def __post_init__(self) -> None:
+        if self.weights and len(self.weights) != len(self.context):
+            raise ValueError(
+                f"{self.id}: {len(self.weights)} weights for {len(self.context)} terms"
+            )
+
+    @property
+    def terms(self) -> tuple[ContextTerm, ...]:
+        """The context with its weights, as a transcriber takes it."""
+        weights = self.weights or (1.0,) * len(self.context)
+        return tuple(ContextTerm(t, w) for t, w in zip(self.context, weights, strict=True))
 
 
 @functools.lru_cache(maxsize=1)
@@ -46,71 +59,40 @@ def rare_words_of(text: str) -> frozenset[str]:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[EvalItem]:
-    """Read NeMo-style JSONL: ``audio_filepath``, ``text``, optional ``duration``,
-    ``context`` (list of terms) or ``context_file``, ``rare_words``, ``id``.
+    """Read a NeMo-style JSONL manifest: ``audio_filepath`` (or ``audio``), ``text``,
+    optional ``duration``, ``context`` and/or ``context_file``, ``rare_words``, ``id``.
 
-    Relative paths are relative to the manifest's folder.
+    The rules (line numbers, paths, context, weights) are :mod:`ctxasr.manifest`'s, the
+    same as a batch job's; evaluation is stricter only in stopping at the first
+    malformed row and in needing every row's ``text``.
 
     Raises:
-        CtxasrError: naming ``file:line`` for a malformed row.
+        CtxasrError: naming ``file:line`` for a malformed row; the file for a manifest
+            that is missing, unreadable, empty or gives one id twice.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CtxasrError(str(path), "no such file")
-    items: list[EvalItem] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            where = f"{path}:{lineno}"
-            items.append(_item(_row(line, where), path.parent, where))
+    items = [_item(row) for row in read_manifest_rows(path)]
     if not items:
         raise CtxasrError(str(path), "has no utterance")
     _check_unique(items, str(path))
     return items
 
 
-def _row(line: str, where: str) -> dict:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise CtxasrError(where, f"is not JSON ({err.msg})") from None
-    if not isinstance(row, dict):
-        raise CtxasrError(where, "is not a JSON object")
-    if "audio_filepath" not in row and isinstance(row.get("audio"), str):
-        row = {**row, "audio_filepath": row["audio"]}  # the shorter name some tools write
-    for key in ("audio_filepath", "text"):
-        if not isinstance(row.get(key), str):
-            raise CtxasrError(where, f"needs a string field {key!r}")
-    return row
-
-
-def _strings(value: object, where: str, key: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise CtxasrError(where, f"field {key!r} must be a list of strings")
-    return tuple(value)
-
-
-def _item(row: dict, base: Path, where: str) -> EvalItem:
-    audio = Path(row["audio_filepath"])
-    audio = audio if audio.is_absolute() else base / audio
-    context: tuple[str, ...] = ()
-    if "context" in row:
-        context = _strings(row["context"], where, "context")
-    elif "context_file" in row:
-        context_file = Path(row["context_file"])
-        context_file = context_file if context_file.is_absolute() else base / context_file
-        context = tuple(t.text for t in read_term_file(context_file))
-    rare = None
-    if "rare_words" in row:
-        rare = frozenset(w.lower() for w in _strings(row["rare_words"], where, "rare_words"))
-    known = {"audio_filepath", "audio", "text", "duration", "context", "context_file", "rare_words", "id"}
+def _item(row: ManifestRow) -> EvalItem:
+    if row.error is not None:
+        raise CtxasrError(row.where, row.error)
+    if row.text is None:
+        raise CtxasrError(row.where, "needs a string field 'text'")
+    assert row.audio is not None  # a row without an error has its audio
+    weights = tuple(t.weight for t in row.terms)
     return EvalItem(
-        id=str(row.get("id") or audio.stem),
-        audio=audio,
-        text=row["text"],
-        context=context,
-        rare_words=rare,
-        duration=float(row["duration"]) if isinstance(row.get("duration"), (int, float)) else None,
-        extra=tuple((k, v) for k, v in row.items() if k not in known),
+        id=row.id or row.audio.stem,
+        audio=row.audio,
+        text=row.text,
+        context=tuple(t.text for t in row.terms),
+        rare_words=None if row.rare_words is None else frozenset(w.lower() for w in row.rare_words),
+        duration=row.duration,
+        extra=tuple((k, v) for k, v in row.fields if k not in KNOWN_FIELDS),
+        weights=weights if any(w != 1.0 for w in weights) else (),
     )
 
 
