@@ -7,6 +7,7 @@ as the row's error. Good rows give both the same audio, terms and weights.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 from pathlib import Path
@@ -19,6 +20,7 @@ from ctxasr.batch.rows import Task, read_tasks
 from ctxasr.context.terms import ContextTerm, dedupe_terms
 from ctxasr.errors import CtxasrError
 from ctxasr.eval.manifest import EvalItem, read_manifest
+from ctxasr.eval.tsv import format_ref_line, read_biasing_lists, read_hyps, read_refs
 from ctxasr.manifest import numbered_lines, read_manifest_rows
 
 
@@ -307,3 +309,52 @@ def expected_terms(row: dict) -> tuple[ContextTerm, ...]:
     if "context_file" in row:
         terms += [ContextTerm("Quilter", 2.0), ContextTerm("zebra")]
     return tuple(dedupe_terms(terms))
+
+
+# --- the biasing benchmark's TSV: one reader, one writer ------------------------------
+
+
+def test_reference_lines_read_back(tmp_path):
+    rows = [("u1", "the quilter", {"quilter"}, ["quilter", "zébra"]), ("u2", "a\u2028b", set(), [])]
+    text = "".join(format_ref_line(*row) for row in rows)
+    assert '\t["quilter", "z\\u00e9bra"]\n' in text  # the published JSON: ASCII escapes
+    for name, data in [
+        ("r.tsv", text.encode()),
+        ("r.tsv.gz", gzip.compress(text.encode())),
+        ("bom.tsv", b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode()),
+    ]:
+        path = tmp_path / name
+        path.write_bytes(data)
+        refs = read_refs(path)
+        assert {u: (r.text, set(r.rare_words)) for u, r in refs.items()} == {
+            u: (t, rare) for u, t, rare, _ in rows
+        }
+        assert read_biasing_lists(path) == {u: tuple(b) for u, _, _, b in rows}
+
+
+def test_reference_errors_name_the_line_an_editor_shows(tmp_path):
+    path = tmp_path / "r.tsv"
+    path.write_bytes("u1\ta\u2028b\t[]\n\nu2\tx\t[1]\n".encode())
+    with pytest.raises(CtxasrError, match="rare words: must be a JSON list") as err:
+        read_biasing_lists(path)
+    assert err.value.source == f"{path}:3"
+    path.write_bytes(b"u1\t\xff\t[]\n")
+    with pytest.raises(CtxasrError, match="is not UTF-8") as err:
+        read_hyps(path)
+    assert err.value.source == f"{path}:1"
+
+
+@pytest.mark.parametrize(("uid", "text"), [("", "t"), ("a b", "t"), ("u", "a\tb"), ("u", "a\nb")])
+def test_the_writer_refuses_what_would_not_read_back(uid, text):
+    with pytest.raises(CtxasrError):
+        format_ref_line(uid, text, [], [])
+
+
+def test_old_import_names_still_work():
+    from ctxasr.batch.rows import audio_key
+    from ctxasr.data.biasing import format_ref_line as data_format
+    from ctxasr.eval.score import Reference
+    from ctxasr.eval.score import read_biasing_lists as score_lists
+
+    assert data_format is format_ref_line and score_lists is read_biasing_lists
+    assert Reference("a", frozenset()).text == "a" and audio_key({"audio": "x"}) == "x"

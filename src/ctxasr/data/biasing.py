@@ -21,7 +21,8 @@ any size the same way:
 
 Output files have the published format byte for byte: ``id TAB text TAB JSON rare
 words TAB JSON biasing list``, lists written by ``json.dumps`` with its defaults
-(``", "`` separators, ASCII escapes), rare words sorted.
+(``", "`` separators, ASCII escapes), rare words sorted. The format's reader and
+writer are :mod:`ctxasr.eval.tsv`'s (:func:`format_ref_line` is re-exported here).
 
 Size: a list costs about 12 bytes a word, so N = 100,000 on test-clean (2,620
 utterances, 262 million words) writes a 3.1 GB file in about 6 minutes (measured:
@@ -31,13 +32,13 @@ one utterance at a time, so memory stays at one list.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from ctxasr.files import atomic_write
 from ctxasr.errors import CtxasrError
+from ctxasr.eval.tsv import format_ref_line, read_refs
+from ctxasr.files import atomic_write
 
 MAX_DISTRACTORS = 100_000  # words: the largest N accepted
 PUBLISHED_SIZES = (100, 500, 1000, 2000)  # the N of Le et al. 2021
@@ -137,13 +138,6 @@ def build_biasing_lists(
     return dict(iter_biasing_lists(refs, pool, n, seed, shuffle=shuffle))
 
 
-def format_ref_line(
-    utt_id: str, text: str, rare_words: Collection[str], biasing: Sequence[str]
-) -> str:
-    """One line of a benchmark reference file, with its newline, as published."""
-    return f"{utt_id}\t{text}\t{json.dumps(sorted(rare_words))}\t{json.dumps(list(biasing))}\n"
-
-
 # --- files ---------------------------------------------------------------------------
 
 
@@ -193,8 +187,6 @@ def make_biasing_refs(
 
     Returns ``(utterances, bytes written)``.
     """
-    from ctxasr.eval import read_refs
-
     _check_size(n)
     output = Path(output)
     for source in (refs_path, pool_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ctxasr.context.terms import ContextTerm
 from ctxasr.errors import CtxasrError
-from ctxasr.eval.score import read_biasing_lists, read_refs
+from ctxasr.eval.tsv import read_biasing_lists, read_refs
 from ctxasr.manifest import KNOWN_FIELDS, ManifestRow, read_manifest_rows
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".webm", ".mp4")

@@ -61,15 +61,18 @@ Normalising typically adds a few percent to B-WER's reference words (test-clean:
 from __future__ import annotations
 
 import functools
-import gzip
-import json
 import math
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, NamedTuple
 
 from ctxasr.errors import CtxasrError
+from ctxasr.eval.tsv import (  # noqa: F401 - the files' reader lives in eval.tsv; re-exported
+    Reference,
+    read_biasing_lists,
+    read_hyps,
+    read_refs,
+)
 
 Op = Literal["match", "sub", "ins", "del"]
 Normalization = Literal["none", "whisper"]
@@ -327,13 +330,6 @@ def score_text(
     return score_utterance(ref, tokenize(hyp_text, normalize), rare, ref_biased=biased)
 
 
-class Reference(NamedTuple):
-    """One reference utterance: its text and its rare (biasing-target) words."""
-
-    text: str
-    rare_words: frozenset[str]
-
-
 def score_corpus(
     refs: Mapping[str, tuple[str, Collection[str]]],
     hyps: Mapping[str, str],
@@ -386,96 +382,3 @@ def format_scores(scores: BiasingScores, *, normalize: Normalization = "none") -
     if normalize != "none":
         text += f"normalization: {normalize}\n"
     return text
-
-
-# --- files -------------------------------------------------------------------------
-
-
-def _lines(path: str | Path) -> Iterator[tuple[str, str]]:
-    """(``"path:lineno"``, line without its ending) for each non-blank line; ``.gz`` is
-    decompressed."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8", newline="") as f:
-            for lineno, line in enumerate(f, start=1):
-                line = line.rstrip("\r\n")
-                if line.strip():
-                    yield f"{path}:{lineno}", line
-    except FileNotFoundError as err:
-        raise CtxasrError(str(path), "no such file") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise CtxasrError(str(path), f"cannot read: {err}") from err
-
-
-def _utterance_id(where: str, field: str, seen: Collection[str]) -> str:
-    uid = field.strip()
-    if not uid:
-        raise CtxasrError(where, "empty utterance id")
-    if len(uid.split()) != 1:
-        raise CtxasrError(
-            where, f"utterance id {uid!r} contains spaces (fields must be separated by tabs)"
-        )
-    if uid in seen:
-        raise CtxasrError(where, f"utterance {uid} appears twice")
-    return uid
-
-
-def read_refs(path: str | Path) -> dict[str, Reference]:
-    """Read a benchmark reference file (``.tsv`` or ``.tsv.gz``).
-
-    Each line: utterance id, reference text, JSON list of the utterance's rare words,
-    and optionally a fourth column (the full biasing list, not needed for scoring),
-    separated by tabs.
-    """
-    refs: dict[str, Reference] = {}
-    for where, line in _lines(path):
-        fields = line.split("\t")
-        if len(fields) not in (3, 4):
-            raise CtxasrError(
-                where,
-                f"expected 3 or 4 tab-separated fields (id, text, rare words[, biasing "
-                f"list]), got {len(fields)}",
-            )
-        uid = _utterance_id(where, fields[0], refs)
-        refs[uid] = Reference(fields[1].strip(), frozenset(_json_words(where, fields[2], "rare words")))
-    return refs
-
-
-def read_biasing_lists(path: str | Path) -> dict[str, tuple[str, ...]]:
-    """The biasing lists (column 4) of a reference file, by utterance id; rows without
-    a fourth column have none. Columns 1-3 are checked as :func:`read_refs` does."""
-    read_refs(path)
-    lists: dict[str, tuple[str, ...]] = {}
-    for where, line in _lines(path):
-        fields = line.split("\t")
-        if len(fields) == 4:
-            lists[fields[0].strip()] = tuple(_json_words(where, fields[3], "biasing list"))
-    return lists
-
-
-def _json_words(where: str, field: str, what: str) -> list[str]:
-    try:
-        words = json.loads(field)
-    except json.JSONDecodeError as err:
-        raise CtxasrError(where, f"{what}: not JSON ({err.msg})") from None
-    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-        raise CtxasrError(where, f"{what}: must be a JSON list of strings")
-    return words
-
-
-def read_hyps(path: str | Path) -> dict[str, str]:
-    """Read a hypothesis file (``.tsv`` or ``.tsv.gz``): utterance id TAB text a line.
-
-    A line with only an id (with or without the tab) is an empty hypothesis.
-    """
-    hyps: dict[str, str] = {}
-    for where, line in _lines(path):
-        fields = line.split("\t")
-        if len(fields) > 2:
-            raise CtxasrError(
-                where, f"expected 2 tab-separated fields (id, text), got {len(fields)}"
-            )
-        uid = _utterance_id(where, fields[0], hyps)
-        hyps[uid] = fields[1].strip() if len(fields) == 2 else ""
-    return hyps
