@@ -20,17 +20,16 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from ctxasr.audio import BLOCK_SECONDS, SAMPLE_RATE, probe, stream_audio
 from ctxasr.context.graph import ContextGraph
-from ctxasr.context.hybrid import AudioOptions, AudioRetriever, HybridOptions, HybridRetriever
+from ctxasr.context.hybrid import AudioRetriever, HybridRetriever
 from ctxasr.context.prompt import EMPTY_PROMPT, PROMPT_BUDGET, Prompt, build_prompt
 from ctxasr.context.retrieval import (
     Evidence,
-    PhoneticOptions,
     PhoneticRetriever,
     Retrieval,
     Retriever,
@@ -41,6 +40,15 @@ from ctxasr.context.spelling import TermSpeller, respell_text
 from ctxasr.context.terms import ContextTerm, dedupe_terms
 from ctxasr.errors import AudioError, ModelError
 from ctxasr.models import ResolvedModel, resolve_model
+from ctxasr.options import (  # noqa: F401 - TranscribeOptions and ModelOptions are re-exported
+    BACKENDS,
+    LISTENING,
+    RETRIEVERS,
+    TORCH_DTYPES,
+    ModelOptions,
+    TranscribeOptions,
+    check_backend,
+)
 from ctxasr.recent import Recent
 from ctxasr.results import Segment, Transcript, Word
 from ctxasr.twopass import SeekPlan, merge_verified, with_context
@@ -50,134 +58,7 @@ from ctxasr.vad import SileroVad, VadOptions, Window, WindowPlanner
 ProgressCallback = Callable[[float, "float | None"], None]
 
 
-@dataclass(frozen=True)
-class TranscribeOptions:
-    """How each window is decoded. Override per call with ``dataclasses.replace``."""
-
-    language: str | None = "en"  # None: detected per window (multilingual models only)
-    beam_size: int = 5
-    word_timestamps: bool = False
-    # Whisper's own fallback: re-decode at a higher temperature when the text looks like
-    # a loop (compression ratio) or the model is unsure (log-probability).
-    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    compression_ratio_threshold: float = 2.4
-    log_prob_threshold: float = -1.0
-    no_speech_threshold: float = 0.6
-    # Whether the previous text follows the context terms in the prompt. Off by default:
-    # on long recordings, feeding Whisper its own output lets one bad window (a list
-    # style, a skipped stretch) derail the next ones. Measured on 12 min of real speech
-    # (bench/transcribe_speed.py's long file): WER 18.5% with it, 11.6% without, and
-    # 25% less time; plain faster-whisper, which conditions, scored 10.9% there.
-    condition_on_previous_text: bool = False
-    # Tokens of the prompt the context terms may take (Whisper's whole prompt is capped
-    # at 223 tokens; the previous window's text gets what the terms leave).
-    prompt_budget: int = PROMPT_BUDGET
-    # Respell decoded near-misses of the offered terms ("there under" -> "thereunder").
-    respell_terms: bool = True
-    # How the context reaches the decoder. "phonetic": speech-aware pruning -- a first
-    # pass without context, the terms it heard (matched by sound) in a second pass's
-    # prompt; any context size. "all": the whole list in every prompt, as far as the
-    # budget goes (the usual prompting; fine for a handful of terms). "none": ignore it.
-    # "hybrid": the phonetic index shortlists by sound, a trained audio scorer (A2P,
-    # ``ctxasr.a2p``) re-ranks the shortlist on the stretch's encoder frames. "a2p": the
-    # audio scorer alone over the whole list (small contexts).
-    retriever: str = "phonetic"
-    nbest: int = 5  # first-pass hypotheses the retriever sees (at most beam_size)
-    retrieval: PhoneticOptions = field(default_factory=PhoneticOptions)
-    hybrid: HybridOptions = field(default_factory=HybridOptions)
-    audio_retrieval: AudioOptions = field(default_factory=AudioOptions)
-    # The audio scorer's weights (a directory with model.safetensors and config.json);
-    # None: the packaged ones, trained for the packaged tiny.en.
-    scorer: str | None = None
-    # Decoder verification of the second pass: each stretch where pass 2 brings a picked
-    # term in is scored, with and without the change, by a prompt-free forced decode of
-    # the same audio; the change is kept when it costs at most ``verify_margin`` nats.
-    # It keeps distractors that the prompt pushed into the text out of it. None: only
-    # for contexts of at least ``verify_from`` terms. Measured (bench/results/
-    # context_scaling.md, real-speech / real-speech-2): at 100,000 terms, where most
-    # picks are distractors, it cut B-WER 17.65 -> 8.82 / 30.74 -> 28.15 and U-WER
-    # 8.43 -> 6.02 / 15.04 -> 13.85; at 10,000 it was mixed (U-WER better on both, B-WER
-    # 23.33 -> 27.41 on real-speech-2); at 1,000 it rejected true terms' changes
-    # (real-speech-2 B-WER 19.63 -> 27.04). 30,000 is the geometric middle of 10,000 and
-    # 100,000: the crossover lies between them, not measured more closely.
-    verify: bool | None = None
-    verify_margin: float = 2.0
-    verify_from: int = 30_000  # terms; see ``verify``
-    # Store the index of a large context (>= 2,000 terms) on disk under its content hash
-    # ($CTXASR_CACHE, else ~/.cache/ctxasr/index), so the next run skips the build.
-    cache_index: bool = True
-    # Shallow fusion (torch backend only): during beam search each token that continues
-    # a chosen term earns ``fusion_weight`` in log-probability, taken back if the term
-    # is abandoned (``context.graph``). The terms are those the retriever chose: pass
-    # 2's picks with "phonetic", the whole list with "all". 0 turns fusion off.
-    fusion_weight: float = 0.0
-    # Whether the chosen terms also go into the decoder prompt. Off gives fusion only.
-    context_prompt: bool = True
-    vad: VadOptions = field(default_factory=VadOptions)
-
-    def __post_init__(self) -> None:
-        if self.retriever not in RETRIEVERS:
-            raise ValueError(
-                f"retriever must be one of {', '.join(RETRIEVERS)}, got {self.retriever!r}"
-            )
-        if not (0 <= self.verify_margin < float("inf")):
-            raise ValueError(f"verify_margin must be a finite number >= 0, got {self.verify_margin}")
-        if self.verify_from < 1:
-            raise ValueError(f"verify_from must be at least 1, got {self.verify_from}")
-        if self.nbest < 1:
-            raise ValueError(f"nbest must be at least 1, got {self.nbest}")
-        if not (0 <= self.fusion_weight < float("inf")):
-            raise ValueError(f"fusion_weight must be a finite number >= 0, "
-                             f"got {self.fusion_weight}")  # fmt: skip
-        if not self.context_prompt and self.fusion_weight == 0 and self.retriever != "none":
-            raise ValueError("with context_prompt off, only fusion carries the context: "
-                             "set fusion_weight above 0 (or retriever 'none')")  # fmt: skip
-
-    def verifies(self, terms: int) -> bool:
-        """Whether second passes over a context of ``terms`` terms are verified."""
-        return self.verify if self.verify is not None else terms >= self.verify_from
-
-
-RETRIEVERS = ("hybrid", "a2p", "phonetic", "all", "none")
-LISTENING = ("hybrid", "a2p")  # retrievers that need the audio scorer
 CACHE_MIN_TERMS = 2000  # smaller contexts index in well under a second: not worth a file
-
-
-BACKENDS = ("ct2", "torch")
-TORCH_DTYPES = ("float32", "bfloat16")
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """Where and how the model runs.
-
-    ``backend`` "ct2" runs CTranslate2 (fastest on CPUs); "torch" runs ctxasr's own
-    PyTorch Whisper and beam search (``ctxasr.whisper``) on the same weights, in float32
-    on the CPU, which shallow fusion needs. ``torch_weights`` loads the torch backend's
-    weights from elsewhere (an openai-whisper ``.pt`` or a Hugging Face directory of the
-    same model); the tokenizer and features still come from the model directory.
-    """
-
-    device: str = "cpu"
-    compute_type: str = "int8"  # ct2: int8 weights are about 2x faster than float32 on CPUs
-    cpu_threads: int = 0  # 0: the backend's default
-    num_workers: int = 1
-    backend: str = "ct2"
-    torch_weights: str | None = None
-    # The torch backend's precision: "float32" matches CTranslate2's float32 closely;
-    # "bfloat16" is several times faster on CPUs with bf16 instructions (AVX512-BF16).
-    torch_dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(
-                f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
-            )
-        if self.torch_weights is not None and self.backend != "torch":
-            raise ValueError("torch_weights needs backend 'torch'")
-        if self.torch_dtype not in TORCH_DTYPES:
-            raise ValueError(f"torch_dtype must be one of {', '.join(TORCH_DTYPES)}, "
-                             f"got {self.torch_dtype!r}")  # fmt: skip
 
 
 class Transcriber:
@@ -191,9 +72,11 @@ class Transcriber:
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,
-        options: TranscribeOptions = TranscribeOptions(),
-        model_options: ModelOptions = ModelOptions(),
+        options: TranscribeOptions | None = None,
+        model_options: ModelOptions | None = None,
     ) -> None:
+        options = options or TranscribeOptions()
+        model_options = model_options or ModelOptions()
         self.resolved: ResolvedModel = resolve_model(model)
         self.options = options
         # Retrievers of recent contexts: a server or a batch job reuses one context.
@@ -315,8 +198,7 @@ class Transcriber:
             AudioError: the recording is missing, unreadable, corrupt or empty.
         """
         opts = options or self.options
-        if opts.fusion_weight > 0 and self.backend != "torch":
-            raise ValueError("shallow fusion (fusion_weight > 0) needs the torch backend")
+        check_backend(opts, self.backend)
         terms = dedupe_terms(_as_term(t) for t in context)
         prompt, plan, fusion = EMPTY_PROMPT, None, None
         if terms and opts.retriever == "all":

@@ -1,4 +1,4 @@
-"""``python -m ctxasr.batch.cli`` with a fake model in its workers, to test worker deaths.
+"""``python -m ctxasr.cli.batch`` with a fake model in its workers, to test worker deaths.
 
 Spawned workers run this file again as their main module, so the patch reaches them.
 A recording named ``poison*`` kills its worker outright; ``FAKE_LOAD_ERROR=1`` makes
@@ -35,6 +35,6 @@ def load(self):
 workers.WorkerSetup.load = load
 
 if __name__ == "__main__":
-    from ctxasr.batch.cli import main
+    from ctxasr.cli.batch import main
 
     main()

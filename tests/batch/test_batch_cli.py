@@ -12,7 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from ctxasr.batch import BatchSummary
-from ctxasr.batch.cli import _RowProgress, batch, describe
+from ctxasr.cli.batch import _RowProgress, batch, describe
 
 app = typer.Typer()
 app.command()(batch)

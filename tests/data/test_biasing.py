@@ -22,7 +22,7 @@ from ctxasr.data.biasing import (
     read_word_pool,
     write_biasing_refs,
 )
-from ctxasr.data.cli import data_app
+from ctxasr.cli.data import data_app
 from ctxasr.errors import CtxasrError
 from ctxasr.eval import read_refs
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ctxasr.data import engines
-from ctxasr.data.cli import data_app
+from ctxasr.cli.data import data_app
 from ctxasr.data.engines import engine_voices, speak_native, split_voice, stretch
 from ctxasr.data.synth import SynthOptions, speak, synth_dataset
 from ctxasr.errors import CtxasrError

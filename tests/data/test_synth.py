@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ctxasr.data.cli import data_app
+from ctxasr.cli.data import data_app
 from ctxasr.data.synth import (
     RATES,
     VOICES,

@@ -5,8 +5,8 @@
 
 Modules, one step each: ``rows`` (manifest rows in, result rows out, and the one
 per-row function every engine calls), ``output`` (the append-only writer and resume),
-``local`` and ``ray_engine`` (where rows run), ``job`` (the steps of a job), ``cli``
-(the ``ctxasr batch`` command).
+``local`` and ``ray_engine`` (where rows run), ``job`` (the steps of a job). The
+``ctxasr batch`` command is ``ctxasr.cli.batch``.
 """
 
 from ctxasr.batch.job import (

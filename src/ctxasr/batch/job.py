@@ -22,7 +22,14 @@ from ctxasr.batch.output import AppendLog, check_output, drop_error_rows, read_f
 from ctxasr.batch.rows import RowResult, Task, pending, read_tasks
 from ctxasr.batch.workers import WorkerSetup
 from ctxasr.context.terms import ContextTerm
-from ctxasr.transcribe import ModelOptions, TranscribeOptions
+from ctxasr.options import (
+    ModelOptions,
+    OptionError,
+    TranscribeOptions,
+    check_backend,
+    check_fields,
+    option,
+)
 
 ENGINES = ("local", "ray")
 
@@ -36,20 +43,38 @@ class BatchOptions:
     """How a batch job runs. Rows do not depend on the engine or the number of workers
     (threads per worker can change a decoder's arithmetic: keep them to compare runs)."""
 
-    engine: str = "local"  # "local": worker processes here; "ray": Ray Data
-    workers: int = 0  # worker processes (Ray: actors); 0: workers.default_workers()
-    threads: int = 0  # CPU threads per worker; 0: the CPUs (Ray: the cluster's) shared out
-    model: str | None = None  # as for Transcriber: None is the packaged tiny.en
+    engine: str = option(
+        "local", "local: worker processes on this machine; ray: Ray Data, on this machine or "
+        "the cluster at --ray-address / $RAY_ADDRESS (pip install 'ctxasr[ray]').",
+        "--engine", choices=ENGINES,
+    )  # fmt: skip
+    workers: int = option(
+        0, "Worker processes (Ray: actors), each with its own model. 0: one per CPU, at most 8.",
+        "--workers", min=0, max=256,
+    )  # fmt: skip
+    threads: int = option(
+        0, "CPU threads per worker. 0: the CPUs (Ray: the cluster's) shared out among the "
+        "workers.", "--threads", min=0,
+    )  # fmt: skip
+    model: str | None = option(
+        None, "As for transcribe: tiny.en (packaged, default), a CTranslate2 model directory, "
+        "or a faster-whisper model name.", "--model", "-m",
+    )  # fmt: skip
     transcribe: TranscribeOptions = field(default_factory=TranscribeOptions)
-    model_options: ModelOptions = field(default_factory=ModelOptions)  # cpu_threads: threads
-    retry_errors: bool = False  # re-run rows the output holds with an error
-    ray_address: str | None = None  # None: $RAY_ADDRESS if set, else a local Ray
+    # Its cpu_threads is ``threads``'s to set.
+    model_options: ModelOptions = field(default_factory=ModelOptions)
+    retry_errors: bool = option(
+        False, "Re-run rows the output holds with an error.", "--retry-errors"
+    )
+    ray_address: str | None = option(
+        None, "Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).", "--ray-address"
+    )
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.workers < 0 or self.threads < 0:
-            raise ValueError("workers and threads must be >= 0 (0: automatic)")
+        if self.workers < 0 or self.threads < 0:  # one message for the pair, as 0 is automatic
+            raise OptionError("workers", "workers and threads must be >= 0 (0: automatic)")
+        check_fields(self)
+        check_backend(self.transcribe, self.model_options.backend)
 
 
 @dataclass(frozen=True)

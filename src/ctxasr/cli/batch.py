@@ -1,10 +1,8 @@
 """``ctxasr batch``: transcribe a whole manifest into JSONL, resumably.
 
 A thin command: parse flags, build :class:`BatchOptions`, call :func:`run_batch`, print
-a one-line summary on stderr. ``ctxasr.cli`` registers it as
-``app.command(name="batch")(batch)``; ``python -m ctxasr.batch.cli`` runs it alone.
-Errors take the main CLI's path (one line, exit 1); ``ctxasr.cli`` is imported inside
-the command, so importing this module from it makes no cycle.
+a one-line summary on stderr. Its decoding and model flags are transcribe's, from the
+same options dataclasses. ``python -m ctxasr.cli.batch`` runs it alone.
 """
 
 from __future__ import annotations
@@ -12,28 +10,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
-import sys
 import threading
 from collections.abc import Iterator
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ctxasr.shell import ProgressBar, Retriever
-from ctxasr.transcribe import TranscribeOptions
+from ctxasr.batch.job import BatchOptions
+from ctxasr.cli.common import ProgressBar, gather_context, show_progress, user_errors, with_options
+from ctxasr.options import ModelOptions, TranscribeOptions
 
 if TYPE_CHECKING:
     from ctxasr.batch import BatchSummary
 
 
-class Engine(str, Enum):
-    local = "local"
-    ray = "ray"
-
-
-
+# ModelOptions.cpu_threads is BatchOptions.threads here: threads per worker.
+@with_options(BatchOptions, TranscribeOptions, ModelOptions, skip=("word_timestamps", "cpu_threads"))
 def batch(
     manifest: Annotated[Path, typer.Argument(help="NeMo-style JSONL manifest: audio_filepath (or audio), optional text, duration, context (list of terms) or context_file, id, any other fields.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL to append results to; re-running the same command resumes it.")],
@@ -46,45 +39,21 @@ def batch(
         list[Path] | None,
         typer.Option("--context-text", help="Free text to pick terms from, for every row. Repeatable."),
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="As for transcribe: tiny.en (packaged, default), a CTranslate2 model directory, or a faster-whisper model name.")] = None,
-    language: Annotated[str, typer.Option("--language", "-l", help="Spoken language; 'auto' to detect.")] = "en",
-    beam_size: Annotated[int, typer.Option("--beam-size", min=1, max=20, help="Beam width.")] = 5,
-    retriever: Annotated[
-        Retriever, typer.Option("--retriever", help="As for transcribe: hybrid, a2p, phonetic, all or none.")
-    ] = Retriever(TranscribeOptions.retriever),
-    engine: Annotated[
-        Engine, typer.Option("--engine", help="local: worker processes on this machine; ray: Ray Data, on this machine or the cluster at --ray-address / $RAY_ADDRESS (pip install 'ctxasr\\[ray]').")
-    ] = Engine.local,
-    workers: Annotated[int, typer.Option("--workers", min=0, max=256, help="Worker processes (Ray: actors), each with its own model. 0: one per CPU, at most 8.")] = 0,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads per worker. 0: the CPUs shared out among the workers.")] = 0,
-    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).")] = None,
-    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Re-run rows the output holds with an error.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    *,
+    job: BatchOptions,
+    options: TranscribeOptions,
+    model_options: ModelOptions,
 ) -> None:
     """Transcribe every row of a manifest into JSONL; re-run to resume after a crash."""
-    from ctxasr.cli import _gather_context, _user_errors
+    with user_errors(), _sigterm_as_interrupt():
+        from ctxasr.batch import BatchInterrupted, run_batch
 
-    with _user_errors(), _sigterm_as_interrupt():
-        from ctxasr.batch import BatchInterrupted, BatchOptions, run_batch
-
-        options = BatchOptions(
-            engine=engine.value,
-            workers=workers,
-            threads=threads,
-            model=model,
-            transcribe=dataclasses.replace(
-                TranscribeOptions(),
-                language=None if language == "auto" else language,
-                beam_size=beam_size,
-                retriever=retriever.value,
-            ),
-            retry_errors=retry_errors,
-            ray_address=ray_address,
-        )
-        terms = _gather_context(context or [], keywords, context_text or [])
+        job = dataclasses.replace(job, transcribe=options, model_options=model_options)
+        terms = gather_context(context or [], keywords, context_text or [])
         try:
-            with _RowProgress(enabled=not quiet and sys.stderr.isatty()) as progress:
-                summary = run_batch(manifest, output, options, terms, progress)
+            with _RowProgress(enabled=show_progress(quiet)) as progress:
+                summary = run_batch(manifest, output, job, terms, progress)
         except BatchInterrupted as stop:
             s = stop.summary
             typer.echo(f"ctxasr: interrupted: {s.skipped + s.done} of {s.total} rows are in "
@@ -157,7 +126,7 @@ class _RowProgress(ProgressBar):
 
 
 def main() -> None:
-    """``python -m ctxasr.batch.cli``: the batch command alone."""
+    """``python -m ctxasr.cli.batch``: the batch command alone."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(batch)
     app()

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from ctxasr.cli.common import user_errors
 from ctxasr.errors import CtxasrError
 
 data_app = typer.Typer(
@@ -54,9 +55,7 @@ def biasing_lists(
     ] = False,
 ) -> None:
     """Biasing lists as in Le et al. 2021: each utterance's rare words plus N random distractors."""
-    from ctxasr.cli import _user_errors
-
-    with _user_errors():
+    with user_errors():
         from ctxasr.data.biasing import make_biasing_refs
 
         count, size = make_biasing_refs(refs, pool, n, seed, output, shuffle=shuffle)
@@ -101,9 +100,7 @@ def synth(
     ] = None,
 ) -> None:
     """Speak a seeded sample of reference texts with TTS voices: 16 kHz WAVs and a manifest."""
-    from ctxasr.cli import _user_errors
-
-    with _user_errors():
+    with user_errors():
         from ctxasr.data.augment import PRESETS
         from ctxasr.data.engines import engine_voices
         from ctxasr.data.synth import SynthOptions, synth_dataset
@@ -171,9 +168,7 @@ def retriever_set(
     ] = None,
 ) -> None:
     """Training data for the A2P retriever: synthetic 30 s stretches, encoder frames, terms."""
-    from ctxasr.cli import _user_errors
-
-    with _user_errors():
+    with user_errors():
         from ctxasr.a2p.data import SetOptions, build_retriever_set
 
         chosen = _split(voices, "--voices") if voices is not None else ()

@@ -4,13 +4,12 @@ path (one line, exit 1)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ctxasr.shell import ProgressBar
+from ctxasr.cli.common import ProgressBar, show_progress, user_errors
 
 train_app = typer.Typer(
     name="train",
@@ -41,12 +40,10 @@ def retriever(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train the A2P retriever (audio scorer of --retriever hybrid/a2p); resumes a stopped run."""
-    from ctxasr.cli import _user_errors
-
-    with _user_errors():
+    with user_errors():
         from ctxasr.a2p.train import read_config, train
 
         cfg = read_config(config)
-        with _StepBar(enabled=not quiet and sys.stderr.isatty()) as progress:
+        with _StepBar(enabled=show_progress(quiet)) as progress:
             scores = train(cfg, progress)
         typer.echo(f"{cfg.out}: trained {cfg.steps} steps; held-out {scores}", err=True)

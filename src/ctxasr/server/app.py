@@ -31,8 +31,8 @@ from ctxasr.server.forms import TranscriptionRequest, parse_transcription, read_
 from ctxasr.server.jobs import Cancelled, Jobs
 from ctxasr.server.limits import Admission, BodyLimit
 from ctxasr.server.responses import render
-from ctxasr.server.settings import ServerSettings
-from ctxasr.transcribe import ModelOptions, TranscribeOptions, Transcriber
+from ctxasr.server.settings import ServerSettings, server_decoding
+from ctxasr.transcribe import TranscribeOptions, Transcriber
 
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
 
@@ -62,9 +62,8 @@ def create_app(settings: ServerSettings | None = None, *,
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         model = transcriber or await asyncio.to_thread(load_transcriber, settings)
-        options = dataclasses.replace(model.options, retriever=settings.retriever,
-                                      beam_size=settings.beam_size,
-                                      fusion_weight=settings.fusion_weight)  # fmt: skip
+        # The settings' decoding fields win over the loaded model's own defaults.
+        options = dataclasses.replace(model.options, **server_decoding(settings))
         jobs = Jobs(settings.concurrency)
         app.state.ctxasr = ServerState(settings, model, options,
                                        Admission(settings.concurrency, settings.max_queue),
@@ -84,11 +83,7 @@ def create_app(settings: ServerSettings | None = None, *,
 
 def load_transcriber(settings: ServerSettings) -> Transcriber:
     """The model the settings name, loaded with room for ``concurrency`` decodes."""
-    model_options = ModelOptions(device=settings.device, compute_type=settings.compute_type,
-                                 cpu_threads=settings.threads_per_transcription,
-                                 num_workers=settings.concurrency, backend=settings.backend,
-                                 torch_dtype=settings.torch_dtype)  # fmt: skip
-    return Transcriber(settings.model, TranscribeOptions(), model_options)
+    return Transcriber(settings.model, settings.decoding, settings.model_options())
 
 
 def _state(request: Request) -> ServerState:

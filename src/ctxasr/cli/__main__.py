@@ -1,0 +1,5 @@
+"""``python -m ctxasr.cli``: the ``ctxasr`` command."""
+
+from ctxasr.cli import main
+
+main()

@@ -1,1 +1,0 @@
-"""``ctxasr train``: the training commands of ctxasr's trainable models."""
