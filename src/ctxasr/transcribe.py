@@ -51,7 +51,7 @@ from ctxasr.options import (  # noqa: F401 - TranscribeOptions and ModelOptions 
 )
 from ctxasr.recent import Recent
 from ctxasr.results import Segment, Transcript, Word
-from ctxasr.twopass import SeekPlan, merge_verified, with_context
+from ctxasr.context.twopass import SeekPlan, merge_verified, with_context
 from ctxasr.vad import SileroVad, VadOptions, Window, WindowPlanner
 
 # (done_seconds, total_seconds or None when the container does not say)

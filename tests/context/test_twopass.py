@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ctxasr.context.prompt import PROMPT_BUDGET
-from ctxasr.twopass import merge_passes, merge_verified, with_context
+from ctxasr.context.twopass import merge_passes, merge_verified, with_context
 
 EOT = 1000
 SOT_PREV, SOT = 1001, 1002
