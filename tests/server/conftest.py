@@ -84,6 +84,22 @@ def start_server(shared_transcriber) -> Iterator[Callable[..., LiveServer]]:
         server.stop()
 
 
+@pytest.fixture
+def serve_app() -> Iterator[Callable[..., LiveServer]]:
+    """``serve_app(app)``: a started live server of any app (one with a fake model)."""
+    servers: list[LiveServer] = []
+
+    def start(app) -> LiveServer:
+        server = LiveServer(app)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def long_recording(tmp_path_factory) -> Path:
     """Two minutes of speech (the Linnell example four times): several 30 s windows,
@@ -94,7 +110,9 @@ def long_recording(tmp_path_factory) -> Path:
 
     from ctxasr.audio import SAMPLE_RATE, load_audio
 
-    samples = np.tile(load_audio(Path(__file__).resolve().parents[2] / "examples" / "linnell-8k.wav"), 4)
+    samples = np.tile(
+        load_audio(Path(__file__).resolve().parents[2] / "examples" / "linnell-8k.wav"), 4
+    )
     path = tmp_path_factory.mktemp("audio") / "long.wav"
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)

@@ -99,7 +99,7 @@ def test_plain_prose_prompt_is_no_error():
         ((("context", "# only a comment"), ("context", " ")), "context"),
         ((("context", "term\tminus"),), "context"),
         ((("context_text", "the and of"),), "context_text"),
-        ((("stream", "true"),), "stream"),
+        ((("stream", "yes"),), "stream"),
     ],
 )  # fmt: skip
 def test_bad_fields_answer_400_naming_the_field(fields, param):

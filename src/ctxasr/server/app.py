@@ -3,6 +3,7 @@
 Thin routes: parse the request, build options, call the library, serialise. The
 model loads once when the app starts and every request shares it; ``Admission``
 bounds how many transcriptions run and wait, ``Jobs`` runs them off the event loop.
+With ``stream=true`` the segments go out as Server-Sent Events as they are decoded.
 """
 
 from __future__ import annotations
@@ -14,23 +15,31 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from ctxasr import __version__
 from ctxasr.audio import probe
 from ctxasr.errors import AudioError, CtxasrError
-from ctxasr.results import Transcript
-from ctxasr.server.errors import ApiError, install_handlers
+from ctxasr.results import Segment, Transcript
+from ctxasr.server.errors import ApiError, install_handlers, log
 from ctxasr.server.forms import TranscriptionRequest, parse_transcription, read_form
-from ctxasr.server.jobs import Cancelled, Jobs
+from ctxasr.server.jobs import Cancelled, Handover, Jobs
 from ctxasr.server.limits import Admission, BodyLimit
-from ctxasr.server.responses import render
+from ctxasr.server.responses import (
+    SSE_HEADERS,
+    SSE_MEDIA_TYPE,
+    delta_event,
+    done_event,
+    error_event,
+    render,
+    sse,
+)
 from ctxasr.server.settings import ServerSettings, server_decoding
 from ctxasr.transcribe import TranscribeOptions, Transcriber
 
@@ -127,15 +136,16 @@ def _routes():
     async def transcriptions(request: Request, state: State) -> Response:
         deadline = time.monotonic() + state.settings.request_timeout
         form = await read_form(request, state.settings.max_upload_bytes)
-        try:
+        async with contextlib.AsyncExitStack() as upload:
+            upload.push_async_callback(form.close)
             req = parse_transcription(form)
             options = _options(req, state)
-            async with _saved(req) as path:
-                await asyncio.to_thread(_probe, path)
-                transcript = await _transcribe(state, path, req, options, deadline,
-                                               request)  # fmt: skip
-        finally:
-            await form.close()
+            path = await upload.enter_async_context(_saved(req))
+            await asyncio.to_thread(_probe, path)
+            if req.stream:  # the stream's work holds the upload from here on, and closes it
+                return await _stream(state, path, req, options, deadline, request,
+                                     upload.pop_all())  # fmt: skip
+            transcript = await _transcribe(state, path, req, options, deadline, request)
         return render(transcript, req.response_format, words=req.word_timestamps,
                       encode=state.transcriber.encode)  # fmt: skip
 
@@ -199,58 +209,153 @@ def _bad_audio(err: AudioError) -> ApiError:
     return ApiError(400, f"file: {err.problem}", code="invalid_audio", param="file")
 
 
-async def _transcribe(state: ServerState, path: Path, req: TranscriptionRequest,
-                      options: TranscribeOptions, deadline: float,
-                      request: Request) -> Transcript:  # fmt: skip
+async def _run(state: ServerState, path: Path, req: TranscriptionRequest,
+               options: TranscribeOptions, deadline: float,
+               on_segment: Callable[[Segment], None] | None = None) -> Transcript:  # fmt: skip
+    """Wait for a slot, then transcribe on a worker thread: every request's way, streamed
+    or not. Failures come out as ``ApiError``; cancelling the caller stops the work."""
     timeout = state.settings.request_timeout
     try:
-        async with (_unless_disconnected(request),
-                    state.admission.slot(max(0.0, deadline - time.monotonic()))):  # fmt: skip
+        async with state.admission.slot(_left(deadline)):
             return await state.jobs.run(
                 lambda progress: state.transcriber.transcribe(
-                    path, req.terms, options=options, progress=progress),
-                max(0.0, deadline - time.monotonic()),
+                    path, req.terms, options=options, progress=progress, on_segment=on_segment),
+                _left(deadline),
             )  # fmt: skip
-    except ClientGone:
-        # Nobody reads this answer; the status is for the access log.
-        raise ApiError(499, "client closed the request", code="client_closed") from None
     except asyncio.TimeoutError:
         raise ApiError(504, f"request timed out after {timeout:g} s", code="timeout") from None
-    except (Cancelled, asyncio.CancelledError):
-        # Only uvicorn cancels a request (Starlette does not when a client leaves): the
-        # shutdown grace ran out. The work is stopped; answer instead of a reset.
-        raise ApiError(503, "the server is shutting down; retry on another instance",
-                       code="shutting_down", headers={"Retry-After": "5"}) from None  # fmt: skip
+    except Cancelled:
+        raise _shutting_down() from None
     except AudioError as err:
         raise _bad_audio(err) from None
     except CtxasrError as err:
         raise ApiError(400, str(err), code="invalid_request") from None
 
 
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _shutting_down() -> ApiError:
+    return ApiError(503, "the server is shutting down; retry on another instance",
+                    code="shutting_down", headers={"Retry-After": "5"})  # fmt: skip
+
+
+async def _transcribe(state: ServerState, path: Path, req: TranscriptionRequest,
+                      options: TranscribeOptions, deadline: float,
+                      request: Request) -> Transcript:  # fmt: skip
+    try:
+        async with _unless_disconnected(request):
+            return await _run(state, path, req, options, deadline)
+    except ClientGone:
+        raise _client_gone() from None
+    except asyncio.CancelledError:
+        # Only uvicorn cancels a request (Starlette does not when a client leaves): the
+        # shutdown grace ran out. The work is stopped; answer instead of a reset.
+        raise _shutting_down() from None
+
+
+def _client_gone() -> ApiError:
+    # Nobody reads this answer; the status is for the access log.
+    return ApiError(499, "client closed the request", code="client_closed")
+
+
+async def _stream(state: ServerState, path: Path, req: TranscriptionRequest,
+                  options: TranscribeOptions, deadline: float, request: Request,
+                  upload: contextlib.AsyncExitStack) -> Response:  # fmt: skip
+    """Server-Sent Events: a ``transcript.text.delta`` per segment as it is decoded, then
+    ``transcript.text.done``, as OpenAI streams a transcription.
+
+    The work runs as its own task through ``_run`` (the slot, the queue, the deadline)
+    and closes ``upload`` when it ends; a client that goes away cancels it. The answer
+    starts with the first event: until then a failure (a full queue, a timeout, audio
+    that does not decode) answers its usual JSON error and status; after it, the stream
+    ends with an ``error`` event instead of ``transcript.text.done``.
+    """
+    feed: Handover[Segment | None] = Handover()  # None: the work has ended
+
+    async def work() -> Transcript:
+        async with upload:
+            return await _run(state, path, req, options, deadline, on_segment=feed.put)
+
+    job = asyncio.create_task(work())
+    watcher = asyncio.create_task(_watch(request, job.cancel))
+    job.add_done_callback(lambda _: (feed.put(None), watcher.cancel()))
+    job.add_done_callback(lambda j: j.cancelled() or j.exception())  # retrieved: no warning
+    events = _events(feed, job)
+    try:
+        first = await anext(events)
+    except asyncio.CancelledError:  # uvicorn's shutdown grace ran out, as in _transcribe
+        job.cancel()
+        raise _shutting_down() from None
+    return StreamingResponse(_sse(first, events, job), media_type=SSE_MEDIA_TYPE,
+                             headers=SSE_HEADERS)  # fmt: skip
+
+
+async def _events(feed: Handover[Segment | None],
+                  job: asyncio.Task[Transcript]) -> AsyncIterator[dict[str, Any]]:  # fmt: skip
+    """The events of the segments ``feed`` hands over, then the done event; raises the
+    job's error instead when it failed (``ApiError`` 499 when the client left)."""
+    first = True
+    while (segment := await feed.get()) is not None:
+        if (event := delta_event(segment, first)) is not None:
+            first = False
+            yield event
+    if job.cancelled():
+        raise _client_gone()
+    if (err := job.exception()) is not None:
+        raise err
+    yield done_event(job.result())
+
+
+async def _sse(first: dict[str, Any], events: AsyncIterator[dict[str, Any]],
+               job: asyncio.Task[Transcript]) -> AsyncIterator[bytes]:  # fmt: skip
+    """The stream's bytes. A stream that is not read to its end (the client left, or
+    uvicorn's shutdown grace ran out) stops the work: it ends without a done event."""
+    try:
+        yield sse(first)
+        try:
+            async for event in events:
+                yield sse(event)
+        except ApiError as err:
+            yield sse(error_event(err))
+        except Exception as err:  # noqa: BLE001 - a bug: logged, and the client told
+            log.exception("unexpected error in a transcription stream")
+            yield sse(error_event(ApiError(500, f"internal error ({type(err).__name__})",
+                                           code="internal_error")))  # fmt: skip
+    finally:
+        job.cancel()  # nothing when it has ended
+
+
 class ClientGone(Exception):
     """The client closed the connection while its request waited or ran."""
 
 
-@contextlib.asynccontextmanager
-async def _unless_disconnected(request: Request, every: float = 0.25) -> AsyncIterator[None]:
-    """Cancel the body of the ``with`` when the client goes away, raising ``ClientGone``.
+async def _watch(request: Request, on_gone: Callable[[], object], every: float = 0.25) -> None:
+    """Call ``on_gone`` once the client has closed the connection (polled every ``every`` s).
 
     Starlette does not cancel a handler whose client left, so a closed browser tab
     would keep its queue place and its transcription running; this watches for it
     (the body is read by now, so ``is_disconnected`` only sees the disconnect).
     """
+    while not await request.is_disconnected():
+        await asyncio.sleep(every)
+    on_gone()
+
+
+@contextlib.asynccontextmanager
+async def _unless_disconnected(request: Request, every: float = 0.25) -> AsyncIterator[None]:
+    """Cancel the body of the ``with`` when the client goes away, raising ``ClientGone``."""
     task = asyncio.current_task()
     assert task is not None
     gone = False
 
-    async def watch() -> None:
+    def cancel() -> None:
         nonlocal gone
-        while not await request.is_disconnected():
-            await asyncio.sleep(every)
         gone = True
         task.cancel()
 
-    watcher = asyncio.create_task(watch())
+    watcher = asyncio.create_task(_watch(request, cancel, every))
     try:
         yield
     except asyncio.CancelledError:
@@ -295,6 +400,10 @@ _OPENAPI_FORM: dict[str, Any] = {
                         "context_text": {"type": "array", "items": {"type": "string"},
                                          "description": "Free text (slides, documents) "
                                          "whose names, rare words and acronyms become terms."},
+                        "stream": {"type": "boolean", "default": False,
+                                   "description": "Answer Server-Sent Events (json or text "
+                                   "format): transcript.text.delta per segment as it is "
+                                   "decoded, then transcript.text.done."},
                     },
                 }
             }

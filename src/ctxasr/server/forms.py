@@ -1,7 +1,7 @@
 """The fields of ``POST /v1/audio/transcriptions``, parsed and checked.
 
 OpenAI's multipart fields (``file``, ``model``, ``prompt``, ``language``,
-``response_format``, ``temperature``, ``timestamp_granularities[]``) plus ctxasr's
+``response_format``, ``temperature``, ``timestamp_granularities[]``, ``stream``) plus ctxasr's
 ``context`` (terms: a repeated field, or one value with a term a line) and
 ``context_text`` (free text such as slides to pick terms from). The form is parsed
 by hand rather than declared as FastAPI ``Form`` parameters because a 100,000-term
@@ -24,6 +24,7 @@ from ctxasr.errors import ContextError
 from ctxasr.server.errors import ApiError
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+STREAM_FORMATS = ("json", "text")  # the formats whose answer can come as text events
 GRANULARITIES = ("segment", "word")
 MAX_FIELDS = 200_000  # a 100,000-term context sent one term per field, and then some
 
@@ -44,6 +45,7 @@ class TranscriptionRequest:
     temperature: float  # 0: Whisper's fallback ladder from 0; above: that one temperature
     word_timestamps: bool
     terms: tuple[ContextTerm, ...]
+    stream: bool = False  # answer Server-Sent Events, a segment at a time
 
 
 async def read_form(request: Request, max_part_bytes: int) -> FormData:
@@ -78,7 +80,9 @@ def parse_transcription(form: FormData) -> TranscriptionRequest:
         raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, "
                        f"got {response_format!r}", code="invalid_value",
                        param="response_format")  # fmt: skip
-    granularities = _texts(form, "timestamp_granularities[]") + _texts(form, "timestamp_granularities")
+    granularities = _texts(form, "timestamp_granularities[]") + _texts(
+        form, "timestamp_granularities"
+    )
     for g in granularities:
         if g not in GRANULARITIES:
             raise ApiError(400, f"timestamp_granularities[] values must be one of "
@@ -87,9 +91,7 @@ def parse_transcription(form: FormData) -> TranscriptionRequest:
     if granularities and response_format != "verbose_json":
         raise ApiError(400, "timestamp_granularities[] needs response_format verbose_json",
                        code="invalid_value", param="timestamp_granularities[]")  # fmt: skip
-    if (_text(form, "stream") or "false").lower() not in ("false", "0"):
-        raise ApiError(400, "streaming is not supported: leave 'stream' out",
-                       code="invalid_value", param="stream")  # fmt: skip
+    stream = _stream(_text(form, "stream"), response_format)
     language = (_text(form, "language") or "").lower() or None
     if language is not None and not (language.isalpha() and 2 <= len(language) <= 3):
         raise ApiError(400, f"language must be an ISO 639-1 code such as 'en', got {language!r}",
@@ -102,6 +104,7 @@ def parse_transcription(form: FormData) -> TranscriptionRequest:
         temperature=_temperature(_text(form, "temperature")),
         word_timestamps="word" in granularities,
         terms=tuple(_context(form)),
+        stream=stream,
     )
 
 
@@ -145,6 +148,23 @@ def _text(form: FormData, name: str) -> str | None:
         raise ApiError(400, f"field {name!r} was given {len(values)} times; give it once",
                        code="invalid_value", param=name)  # fmt: skip
     return values[0] if values else None
+
+
+def _stream(text: str | None, response_format: str) -> bool:
+    value = (text or "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ApiError(400, f"stream must be true or false, got {text!r}", code="invalid_value",
+                       param="stream")  # fmt: skip
+    stream = value in ("true", "1")
+    # OpenAI streams text events for its gpt-4o transcription models (json, or text too
+    # for the diarizing one) and ignores ``stream`` for whisper-1. ctxasr streams every
+    # model it serves, since a client that asked for a stream reads only events; the
+    # formats made of timed cues or segment lists cannot come as text deltas.
+    if stream and response_format not in STREAM_FORMATS:
+        raise ApiError(400, f"stream=true answers text events: use response_format "
+                       f"{' or '.join(STREAM_FORMATS)}, not {response_format!r}, or leave "
+                       "stream out", code="invalid_value", param="stream")  # fmt: skip
+    return stream
 
 
 def _temperature(text: str | None) -> float:

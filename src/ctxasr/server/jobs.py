@@ -13,7 +13,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from ctxasr.transcribe import ProgressCallback
 
@@ -66,3 +66,24 @@ class Jobs:
         for flag in list(self._flags):
             flag.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Handover(Generic[T]):
+    """Items a transcription's thread hands to the event loop, read there in order.
+
+    Made on the loop; ``put`` may be called from any thread (the segments of a streamed
+    transcription arrive on the worker's). An unbounded queue: a segment is small, and a
+    recording has one per few seconds of speech.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[T] = asyncio.Queue()
+
+    def put(self, item: T) -> None:
+        # Callbacks run in the order they were scheduled: everything a thread put before
+        # its job's future was resolved is read before what the loop puts after it.
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    async def get(self) -> T:
+        return await self._queue.get()
