@@ -313,6 +313,26 @@ class _Candidate:
                      p.fusion + self.bonus, self.state, p.logprobs + [self.logprob])  # fmt: skip
 
 
+@dataclass
+class _Samples:
+    """The rows a sampling search extends, and the finished samples of each audio item."""
+
+    rows: list[_Live]
+    owner: list[int]  # the audio item of each row
+    finished: list[list[Hypothesis]]
+
+    def keep_only(self, keep: list[int], cache: KVCache) -> None:
+        """Keep the rows ``keep`` (and the audio of the items that still have one) in
+        these samples and in ``cache``."""
+        items = sorted({self.owner[r] for r in keep})
+        alive_items = sorted(set(self.owner))
+        if len(items) != len(alive_items):
+            cache.select_audio(torch.tensor([alive_items.index(i) for i in items]))
+        cache.reorder(torch.tensor(keep))
+        self.rows = [self.rows[r] for r in keep]
+        self.owner = [self.owner[r] for r in keep]
+
+
 class BeamSearch:
     """Search the decoder for each audio item's best token sequences.
 
@@ -468,46 +488,59 @@ class BeamSearch:
         Fusion adds its bonus to the sampling logits of a term's next tokens.
         """
         opts = self.options
-        n = opts.num_hypotheses
-        n_audio = first.shape[0]
         generator = torch.Generator()
         generator.manual_seed(opts.seed if opts.seed is not None else torch.seed())
+        samples, logits = self._start_samples(first, cache)
+        for step in range(steps):
+            self.steps += 1
+            logprobs = self._logprobs(logits, samples.rows, step)  # (N, V)
+            weights = self._sampling_weights(logprobs, samples.rows)
+            picks = torch.multinomial(torch.softmax(weights, dim=-1), 1, generator=generator)
+            keep = self._extend_samples(samples, picks[:, 0].tolist(), logprobs, step + 1 == steps)
+            if not keep:
+                break
+            if len(keep) != len(samples.rows):
+                samples.keep_only(keep, cache)
+            next_tokens = torch.tensor([[h.tokens[-1]] for h in samples.rows])
+            logits = self.model.decoder(next_tokens, cache)[:, -1]
+        return [self._ranked(f) for f in samples.finished]
+
+    def _start_samples(self, first: Tensor, cache: KVCache) -> tuple[_Samples, Tensor]:
+        """``num_hypotheses`` empty rows per item and their first logits (N, V); the cache
+        is repeated to match."""
+        n = self.options.num_hypotheses
+        n_audio = first.shape[0]
         start = self.scorer.start() if self.scorer is not None else None
         rows = [_Live([], 0.0, 0.0, start) for _ in range(n_audio * n)]
         owner = [i for i in range(n_audio) for _ in range(n)]
         cache.reorder(torch.arange(n_audio).repeat_interleave(n))
-        logits = first.repeat_interleave(n, dim=0)
-        finished: list[list[Hypothesis]] = [[] for _ in range(n_audio)]
-        for step in range(steps):
-            self.steps += 1
-            logprobs = self._logprobs(logits, rows, step)
-            weights = logprobs / opts.temperature
-            if self.scorer is not None:
-                for r, h in enumerate(rows):
-                    for token in self.scorer.candidates(h.state):
-                        weights[r, token] += self.scorer.score(h.state, token)[0]
-            picks = torch.multinomial(torch.softmax(weights, dim=-1), 1, generator=generator)
-            keep = []
-            for r, token in enumerate(picks[:, 0].tolist()):
-                h = rows[r]
-                bonus, state = (self.scorer.score(h.state, token)
-                                if self.scorer is not None else (0.0, None))  # fmt: skip
-                c = _Candidate(0.0, r, h, token, logprobs[r, token].item(), bonus, state)
-                if token == self.t.eot or step + 1 == steps:
-                    finished[owner[r]].append(self._finish(c))
-                else:
-                    rows[r] = c.extended()
-                    keep.append(r)
-            if not keep:
-                break
-            if len(keep) != len(rows):
-                items = sorted({owner[r] for r in keep})
-                alive_items = sorted(set(owner))
-                if len(items) != len(alive_items):
-                    cache.select_audio(torch.tensor([alive_items.index(i) for i in items]))
-                cache.reorder(torch.tensor(keep))
-                rows = [rows[r] for r in keep]
-                owner = [owner[r] for r in keep]
-            next_tokens = torch.tensor([[h.tokens[-1]] for h in rows])
-            logits = self.model.decoder(next_tokens, cache)[:, -1]
-        return [self._ranked(f) for f in finished]
+        samples = _Samples(rows, owner, [[] for _ in range(n_audio)])
+        return samples, first.repeat_interleave(n, dim=0)
+
+    def _sampling_weights(self, logprobs: Tensor, rows: Sequence[_Live]) -> Tensor:
+        """The (N, V) logits to sample from: log-probabilities at ``temperature``, plus the
+        fusion bonus of each row's scorer candidates (a term's next tokens)."""
+        weights = logprobs / self.options.temperature
+        if self.scorer is not None:
+            for r, h in enumerate(rows):
+                for token in self.scorer.candidates(h.state):
+                    weights[r, token] += self.scorer.score(h.state, token)[0]
+        return weights
+
+    def _extend_samples(self, samples: _Samples, tokens: list[int], logprobs: Tensor,
+                        last: bool) -> list[int]:  # fmt: skip
+        """Extend each row by its sampled token; a row that ends (end-of-text, or the
+        ``last`` step) becomes a finished hypothesis of its item. Returns the rows that
+        live on."""
+        keep = []
+        for r, token in enumerate(tokens):
+            h = samples.rows[r]
+            bonus, state = (self.scorer.score(h.state, token)
+                            if self.scorer is not None else (0.0, None))  # fmt: skip
+            c = _Candidate(0.0, r, h, token, logprobs[r, token].item(), bonus, state)
+            if token == self.t.eot or last:
+                samples.finished[samples.owner[r]].append(self._finish(c))
+            else:
+                samples.rows[r] = c.extended()
+                keep.append(r)
+        return keep
