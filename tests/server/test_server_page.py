@@ -104,6 +104,45 @@ def test_shows_the_servers_error_and_no_result(page, live_server, tmp_path):
     assert page.is_enabled("#go")
 
 
+# Counts the transcript's lines that appeared while the Transcribe button was disabled,
+# that is before the server's stream ended.
+_WATCH_LIVE = """() => {
+  const go = document.getElementById("go");
+  window.liveLines = 0;
+  new MutationObserver(() => {
+    if (go.disabled) window.liveLines = Math.max(window.liveLines,
+      document.querySelectorAll("#transcript li.live").length);
+  }).observe(document.getElementById("transcript"), {childList: true});
+}"""
+
+
+def test_segments_show_as_they_are_decoded(page, live_server, long_recording):
+    page.goto(live_server.url + "/")
+    page.set_input_files("#file", str(long_recording))
+    page.evaluate(_WATCH_LIVE)
+    page.click("#go")
+    page.wait_for_selector("#downloads:not([hidden])", timeout=RESULT_TIMEOUT_MS)
+    assert page.evaluate("window.liveLines") >= 1  # shown while the server still worked
+    assert page.locator("#transcript li.live").count() == 0  # the done event redrew them
+    assert "John Collier" in page.text_content("#transcript")  # the last window's words
+    assert "1:58 of audio" in page.text_content("#meta")  # 4 x 29.6 s
+    assert page.is_hidden("#error")
+
+
+def test_warns_of_a_recording_over_the_upload_limit(page, start_server):
+    small = start_server(max_upload_bytes=50_000)
+    posts: list[str] = []
+    page.on("request", lambda r: r.method == "POST" and posts.append(r.url))
+    page.goto(small.url + "/")
+    page.wait_for_function("document.getElementById('model').textContent.includes('tiny')")
+    page.set_input_files("#file", str(RECORDING))  # 190 kB
+    warning = page.text_content("#too-big")
+    assert page.is_visible("#too-big") and "upload limit of 50 KB" in warning
+    page.click("#go")
+    assert "upload limit" in page.text_content("#error")
+    assert posts == []  # refused here, not uploaded to be refused
+
+
 def test_loads_nothing_from_other_hosts(page, live_server):
     hosts: list[str] = []
     page.on("request", lambda request: hosts.append(urllib.parse.urlsplit(request.url).hostname))
