@@ -18,7 +18,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctxasr.batch.output import AppendLog, check_output, drop_error_rows, read_finished
+from ctxasr.batch.output import (
+    AppendLog,
+    OutputLock,
+    check_output,
+    drop_error_rows,
+    read_finished,
+)
 from ctxasr.batch.rows import RowResult, Task, pending, read_tasks
 from ctxasr.batch.workers import WorkerSetup
 from ctxasr.context.terms import ContextTerm
@@ -117,8 +123,10 @@ def run_batch(
     ``terms`` are offered with every row, after the row's own context.
 
     Raises:
-        CtxasrError: a bad manifest, an output that is a directory, the manifest, or
-            another manifest's results, or a model that cannot load. Nothing is written.
+        CtxasrError: a bad manifest, an output that is a directory, the manifest,
+            another manifest's results, or being written by another job (see
+            :class:`~ctxasr.batch.output.OutputLock`), or a model that cannot load.
+            Nothing is written.
         BatchInterrupted: Ctrl-C; the finished rows are in ``output``.
     """
     return _Job(Path(manifest), Path(output), options, tuple(terms), progress).run()
@@ -140,15 +148,17 @@ class _Job:
         self.audio_seconds = 0.0
 
     def run(self) -> BatchSummary:
-        todo = self.prepare()
-        if todo:
-            self.execute(todo)
-        return self.summary()
-
-    def prepare(self) -> list[Task]:
-        """Read the manifest and what the output holds; return the rows left to do."""
         tasks = read_tasks(self.manifest, self.terms)
         check_output(self.output, self.manifest)
+        # Before the output is read (and its torn end cut off): one job an output.
+        with OutputLock(self.output):
+            todo = self.prepare(tasks)
+            if todo:
+                self.execute(todo)
+        return self.summary()
+
+    def prepare(self, tasks: list[Task]) -> list[Task]:
+        """See what the output holds; return the rows left to do."""
         finished = read_finished(self.output, tasks)
         lines = finished.lines
         if self.options.retry_errors and finished.errors:

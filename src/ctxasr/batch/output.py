@@ -5,16 +5,29 @@ the whole line, newline included, to a file opened with ``O_APPEND``, then fsync
 a kill at any moment leaves at worst one torn last line and never a torn line in the
 middle. And a resuming job repairs only that: it cuts a torn or unparseable last line
 off and leaves every complete line as it is.
+
+One job at a time writes an output: :class:`OutputLock` holds ``<output>.lock`` for the
+job's life, so a second job on the same file (by any spelling of its path) is refused
+before it reads or changes anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+    import msvcrt
 
 from ctxasr.batch.rows import Task, audio_key
 from ctxasr.errors import CtxasrError
@@ -185,3 +198,126 @@ def encode_row(row: dict[str, Any]) -> bytes:
         return (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate read from a "\ud800" escape
         return (json.dumps(row) + "\n").encode("ascii")
+
+
+# --- one job an output ---------------------------------------------------------------
+
+LOCK_SUFFIX = ".lock"
+# msvcrt.locking locks bytes (mandatory on Windows: a locked byte cannot be read), so
+# there the lock is one byte far past the holder's line, which stays readable.
+_MSVCRT_LOCK_OFFSET = 1 << 20
+
+
+class OutputLock:
+    """Holds ``<output>.lock`` (beside the output, symlinks resolved) while a job writes.
+
+    The lock is the kernel's, not the file's existence: ``fcntl.flock`` on the open lock
+    file (on Windows ``msvcrt.locking``, which also dies with its process), kept open for
+    the job's life. So a job killed by SIGKILL or the OOM killer holds nothing once it is
+    gone: its lock file stays behind, and the next job takes it over. A pid check on an
+    ``O_EXCL`` file would need guessing whether a pid was reused, and is not needed where
+    the kernel releases locks. Worker processes do not inherit the descriptor (Python's
+    files are not inheritable), so a worker outliving its driver does not keep the lock.
+
+    The file holds the holder's pid, host and start time, for the refusal message.
+    ``release`` removes it (an ``O.lock`` left by a kill is harmless).
+    """
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        target = output.resolve()  # another spelling or a symlink: the same lock
+        self.path = target.with_name(target.name + LOCK_SUFFIX)
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        """Take the lock, or raise at once.
+
+        Raises:
+            CtxasrError: another job holds it (naming its pid, host and start), or the
+                lock file cannot be created.
+        """
+        while self._fd is None:
+            fd = self._open()
+            if not _try_lock(fd):
+                holder = _holder(fd)
+                os.close(fd)
+                raise CtxasrError(str(self.output), f"another batch job{holder} is writing "
+                                  "it; wait for it or stop it")  # fmt: skip
+            # A holder that released removes the file first: a lock taken on its old
+            # inode, or on one removed since, is no lock. Open the path again.
+            if _same_file(fd, self.path):
+                self._fd = fd
+            else:
+                os.close(fd)
+        _write_holder(self._fd)
+
+    def release(self) -> None:
+        """Remove the lock file and let go of the lock; a no-op when not held."""
+        if self._fd is None:
+            return
+        # Removed while still locked, so that no job can lock this inode and think it
+        # holds the lock on the path (see ``acquire``).
+        with contextlib.suppress(OSError):  # on Windows an open file cannot be removed
+            self.path.unlink()
+        os.close(self._fd)  # closing lets go of the lock
+        self._fd = None
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise CtxasrError(str(self.path), f"cannot create the lock file "
+                              f"({err.strerror or err}); is the folder writable?") from None  # fmt: skip
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            os.lseek(fd, _MSVCRT_LOCK_OFFSET, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:  # BlockingIOError with flock, PermissionError with msvcrt
+        return False
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        on_disk = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+
+def _write_holder(fd: int) -> None:
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    line = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started})
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, (line + "\n").encode("utf-8"))
+
+
+def _holder(fd: int) -> str:
+    """`` (pid 1234 on host h, started ...)`` from the lock file, or "" if unreadable."""
+    # The holder writes its line just after it takes the lock: give it a moment.
+    for _ in range(20):
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = os.read(fd, 4096)
+        if data.endswith(b"\n"):
+            break
+        time.sleep(0.01)
+    found = _load(data)
+    if not isinstance(found, dict):
+        return ""
+    pid, host, started = found.get("pid"), found.get("host"), found.get("started")
+    if not isinstance(pid, int) or not isinstance(host, str) or not isinstance(started, str):
+        return ""
+    return f" (pid {pid} on host {host}, started {started})"
