@@ -14,18 +14,14 @@ as the budget goes (``context.prompt``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from ctxasr.audio import BLOCK_SECONDS, SAMPLE_RATE, probe, stream_audio
-from ctxasr.context.graph import ContextGraph
+from ctxasr.context.graph import ContextGraph, Fusion
 from ctxasr.context.hybrid import AudioRetriever, HybridRetriever
 from ctxasr.context.prompt import EMPTY_PROMPT, PROMPT_BUDGET, Prompt, build_prompt
 from ctxasr.context.retrieval import (
@@ -38,7 +34,8 @@ from ctxasr.context.retrieval import (
 )
 from ctxasr.context.spelling import TermSpeller, respell_text
 from ctxasr.context.terms import ContextTerm, dedupe_terms
-from ctxasr.errors import AudioError, ModelError
+from ctxasr.context.twopass import SeekPlan
+from ctxasr.errors import AudioError
 from ctxasr.models import ResolvedModel, resolve_model
 from ctxasr.options import (  # noqa: F401 - TranscribeOptions and ModelOptions are re-exported
     BACKENDS,
@@ -51,7 +48,6 @@ from ctxasr.options import (  # noqa: F401 - TranscribeOptions and ModelOptions 
 )
 from ctxasr.recent import Recent
 from ctxasr.results import Segment, Transcript, Word
-from ctxasr.context.twopass import SeekPlan, merge_verified, with_context
 from ctxasr.vad import SileroVad, VadOptions, Window, WindowPlanner
 
 # (done_seconds, total_seconds or None when the container does not say)
@@ -84,7 +80,9 @@ class Transcriber:
         self._scorers: Recent[str | None, object] = Recent(2)
         self._graphs: Recent[tuple[tuple[str, float], ...], ContextGraph] = Recent(16)
         self.backend = model_options.backend
-        self._model = _prompted_model_class()(
+        from ctxasr.whisper.faster import PromptedWhisperModel
+
+        self._model = PromptedWhisperModel(
             self.resolved.path,
             device=model_options.device,
             compute_type=model_options.compute_type,
@@ -236,141 +234,6 @@ class Transcriber:
         return run.result()
 
 
-@functools.lru_cache(maxsize=1)
-def _prompted_model_class() -> type:
-    from faster_whisper import WhisperModel
-
-    class PromptedWhisperModel(WhisperModel):
-        """faster-whisper with ctxasr's context in the prompt of every 30 s seek.
-
-        faster-whisper puts an initial prompt only before the first seek, where later
-        text soon pushes it out. Here the context comes first in every seek's prompt,
-        and previous text fills only what the 223-token budget leaves. With a
-        ``SeekPlan`` each seek is decoded in two passes over one encoder output (see
-        ``ctxasr.twopass``). The per-call state is thread-local, so threads may share
-        one model.
-        """
-
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self.model = _NBest(self.model)
-            self._local = threading.local()
-
-        def use_torch(self, weights: str, dtype: str = "float32", threads: int = 0) -> None:
-            """Decode with ctxasr's PyTorch Whisper (``weights``) instead of CTranslate2."""
-            try:
-                import torch
-            except ImportError:
-                raise ModelError(weights, "the torch backend needs PyTorch: pip install "
-                                 "torch==2.13.0 'ctxasr[torch]'") from None  # fmt: skip
-
-            from ctxasr.whisper.backend import TorchWhisper, tokens_of
-            from ctxasr.whisper.weights import load_whisper
-
-            if threads > 0:
-                torch.set_num_threads(threads)
-            loaded = load_whisper(weights, dtype=getattr(torch, dtype))
-            self.model = _NBest(TorchWhisper(loaded, tokens_of(self.hf_tokenizer, loaded)))
-
-        @contextlib.contextmanager
-        def using(self, prompt: Prompt, plan: SeekPlan | None,
-                  fusion: Fusion | None = None) -> Iterator[None]:  # fmt: skip
-            self._local.prompt, self._local.plan = prompt, plan
-            self._local.fusion = fusion
-            try:
-                yield
-            finally:
-                self._local.prompt, self._local.plan = EMPTY_PROMPT, None
-                self._local.fusion = None
-
-        def get_prompt(self, tokenizer, previous_tokens, without_timestamps=False,
-                       prefix=None, hotwords=None):  # fmt: skip
-            prompt = super().get_prompt(tokenizer, previous_tokens, without_timestamps,
-                                        prefix, hotwords)  # fmt: skip
-            fixed: Prompt = getattr(self._local, "prompt", EMPTY_PROMPT)
-            if not fixed.tokens or prefix or hotwords:
-                return prompt
-            return with_context(prompt, fixed.tokens, tokenizer.sot_prev, tokenizer.sot)
-
-        def _fused(self, graph, tokenizer):
-            """A context in which the searches fuse ``graph`` (no-op without one)."""
-            fusion: Fusion | None = getattr(self._local, "fusion", None)
-            if fusion is None or graph is None or not len(graph):
-                return contextlib.nullcontext()
-            from ctxasr.whisper.decoding import ContextFusion
-
-            return self.model.fusion(ContextFusion(graph, fusion.weight, tokenizer.eot))
-
-        def generate_with_fallback(self, encoder_output, prompt, tokenizer, options):
-            plan: SeekPlan | None = getattr(self._local, "plan", None)
-            fusion: Fusion | None = getattr(self._local, "fusion", None)
-            if plan is None:
-                with self._fused(fusion.graph if fusion else None, tokenizer):
-                    return super().generate_with_fallback(encoder_output, prompt, tokenizer,
-                                                          options)  # fmt: skip
-            with self.model.hypotheses(plan.nbest):
-                first = super().generate_with_fallback(encoder_output, prompt, tokenizer,
-                                                       options)  # fmt: skip
-            result, avg_logprob = first[0], first[1]
-            if (
-                options.no_speech_threshold is not None
-                and result.no_speech_prob > options.no_speech_threshold
-                and (options.log_prob_threshold is None
-                     or avg_logprob <= options.log_prob_threshold)
-            ):  # fmt: skip
-                return first  # faster-whisper will drop this stretch as silence
-            texts = [tokenizer.decode([t for t in seq if t < tokenizer.eot]).strip()
-                     for seq in result.sequences_ids]  # fmt: skip
-            frames = _frames(encoder_output) if getattr(plan.retriever, "listens", False) else None
-            retrieval = plan.retrieve(texts, frames)
-            second_pass = retrieval.needs_second_pass
-            plan.record(retrieval, texts[0] if texts else "", second_pass)
-            if not second_pass:
-                return first
-            context = plan.prompt(retrieval)
-            wanted = [e.term for e in retrieval.selected if not e.in_text]
-            graph = None
-            if fusion is not None:
-                graph = fusion.graph_for([plan.terms.get(t, ContextTerm(t)) for t in wanted])
-            with self._fused(graph, tokenizer):
-                second = super().generate_with_fallback(
-                    encoder_output,
-                    with_context(prompt, context.tokens, tokenizer.sot_prev, tokenizer.sot),
-                    tokenizer,
-                    options,
-                )
-            score = None
-            if plan.verify_margin is not None:
-                score = functools.partial(self._forced_logprobs, encoder_output, tokenizer)
-            merged = merge_verified(result.sequences_ids[0], second[0].sequences_ids[0],
-                                    tokenizer, wanted, score,
-                                    plan.verify_margin or 0.0)  # fmt: skip
-            plan.verified(merged.changes)
-            return (_Merged([merged.tokens], result.no_speech_prob), *first[1:])
-
-        def _forced_logprobs(self, encoder_output, tokenizer, texts) -> list[float]:
-            """log P(text | audio) of each text-token sequence, prompt-free (nats)."""
-            frames = 2 * int(encoder_output.shape[1])  # mel frames: the whole stretch
-            out = []
-            for text in texts:  # CTranslate2 aligns one sequence per audio item
-                if not text:
-                    out.append(0.0)
-                    continue
-                found = self.model.align(encoder_output, tokenizer.sot_sequence, [list(text)],
-                                         frames)[0]  # fmt: skip
-                out.append(float(np.sum(np.log(np.maximum(found.text_token_probs, 1e-30)))))
-            return out
-
-    return PromptedWhisperModel
-
-
-def _frames(encoder_output) -> np.ndarray:
-    """The first audio item's encoder frames (T, D) float32, from either backend."""
-    if hasattr(encoder_output, "detach"):  # the torch backend's tensor
-        return encoder_output[0].detach().float().numpy()
-    return np.asarray(encoder_output)[0].astype(np.float32, copy=False)
-
-
 class _Listener:
     """A retriever that picks nothing and keeps what each stretch's first pass heard."""
 
@@ -384,56 +247,6 @@ class _Listener:
         window = self.plan.window if self.plan is not None else (0.0, 0.0)
         self.heard.append((*window, evidence))
         return Retrieval((), (), 0.0)
-
-
-@dataclass(frozen=True)
-class Fusion:
-    """Shallow fusion for one transcription: ``graph`` is fixed (``terms``), or None to
-    build one with ``graph_for`` per second pass from the terms the retriever picked."""
-
-    weight: float
-    graph_for: Callable[[Sequence[ContextTerm]], ContextGraph]
-    graph: ContextGraph | None = None
-    terms: tuple[str, ...] = ()  # the fixed graph's terms
-
-
-@dataclass
-class _Merged:
-    """The fields of a CTranslate2 generation result that faster-whisper reads."""
-
-    sequences_ids: list[list[int]]
-    no_speech_prob: float
-
-
-class _NBest:
-    """A CTranslate2 Whisper that can be asked for n-best beam search hypotheses.
-
-    faster-whisper asks for one hypothesis and offers no way to ask for more; this
-    wrapper adds ``num_hypotheses`` to beam searches inside ``hypotheses(n)``. The best
-    hypothesis stays first, where faster-whisper looks.
-    """
-
-    def __init__(self, model) -> None:  # model: ctranslate2.models.Whisper
-        self._model = model
-        self._local = threading.local()
-
-    def __getattr__(self, name: str):
-        return getattr(self._model, name)
-
-    @contextlib.contextmanager
-    def hypotheses(self, n: int) -> Iterator[None]:
-        self._local.n = n
-        try:
-            yield
-        finally:
-            self._local.n = 1
-
-    def generate(self, *args, **kwargs):
-        n = getattr(self._local, "n", 1)
-        beam = kwargs.get("beam_size", 1)
-        if n > 1 and beam > 1 and "num_hypotheses" not in kwargs:
-            kwargs["num_hypotheses"] = min(n, beam)
-        return self._model.generate(*args, **kwargs)
 
 
 def _as_term(term: ContextTerm | str) -> ContextTerm:

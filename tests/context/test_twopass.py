@@ -9,7 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ctxasr.context.prompt import PROMPT_BUDGET
-from ctxasr.context.twopass import merge_passes, merge_verified, with_context
+from ctxasr.context.retrieval import Evidence, Retrieval
+from ctxasr.context.terms import ContextTerm
+from ctxasr.context.twopass import (
+    FirstPass,
+    SeekPlan,
+    TwoPassSeek,
+    merge_passes,
+    merge_verified,
+    with_context,
+)
+from ctxasr.results import TermEvidence
 
 EOT = 1000
 SOT_PREV, SOT = 1001, 1002
@@ -185,3 +195,92 @@ def test_without_a_scorer_merge_verified_is_merge_passes(tok):
     merged = merge_verified(first, second, tok, ["Birkett"])
     assert merged.tokens == merge_passes(first, second, tok, ["Birkett"])
     assert [c.delta for c in merged.changes] == [None]
+
+
+# --- the two-pass flow, driven by a fake decoder -------------------------------------------
+
+
+class FakeRetriever:
+    """Picks every term whose text the first pass's best hypothesis does not contain,
+    if it is in ``said``; records what it was shown."""
+
+    def __init__(self, said: list[str]) -> None:
+        self.said = said
+        self.seen: list[tuple[str, ...]] = []
+
+    def retrieve(self, evidence: Evidence) -> Retrieval:
+        self.seen.append(evidence.hypotheses)
+        top = evidence.hypotheses[0] if evidence.hypotheses else ""
+        picks = tuple(TermEvidence(t, 0.9, t, in_text=t in top) for t in self.said)
+        return Retrieval(picks, (), 0.001)
+
+
+class FakeDecoder:
+    """Canned passes: ``first`` and ``second`` as word pieces, scores by a table."""
+
+    def __init__(self, tok, first, second, *, silent=False, scores=None) -> None:
+        self.tokenizer = tok
+        self._first, self._second = tok.ids(*first), tok.ids(*second)
+        self.silent, self.scores = silent, scores or {}
+        self.calls: list[str] = []
+        self.prompts: list[tuple[int, ...]] = []
+
+    def first_pass(self, nbest: int) -> FirstPass:
+        self.calls.append(f"first:{nbest}")
+        text = self.tokenizer.text([t for t in self._first if t < EOT]).strip()
+        return FirstPass([self._first], [text], self.silent)
+
+    def frames(self):
+        self.calls.append("frames")
+        return None
+
+    def second_pass(self, context, terms) -> list[int]:
+        self.calls.append("second:" + ",".join(t.text for t in terms))
+        self.prompts.append(context.tokens)
+        return list(self._second)
+
+    def score(self, texts) -> list[float]:
+        self.calls.append(f"score:{len(texts)}")
+        return [self.scores.get(self.tokenizer.text(list(t)).strip(), -10.0) for t in texts]
+
+
+def plan_for(retriever, verify_margin=None) -> SeekPlan:
+    return SeekPlan(retriever=retriever, terms={"Birkett": ContextTerm("Birkett", 2.0)},
+                    encode=lambda s: [7] * len(s.split()), nbest=3,
+                    verify_margin=verify_margin)  # fmt: skip
+
+
+def test_two_pass_seek_runs_its_steps_in_order(tok):
+    decoder = FakeDecoder(tok, ["<0>", " and", " Burke", " it", " said", "<90>"],
+                          ["<0>", " and", " Birkett", " said", "<90>"])  # fmt: skip
+    plan = plan_for(FakeRetriever(["Birkett"]))
+    merged = TwoPassSeek(plan, decoder).run()
+    assert tok.text(merged) == "<0> and Birkett said<90>"
+    assert decoder.calls == ["first:3", "second:Birkett"]  # no frames: it does not listen
+    assert decoder.prompts == [(7,)]  # the pick went into pass 2's prompt
+    assert [p.second_pass for p in plan.picks] == [True] and list(plan.used) == ["Birkett"]
+
+
+def test_two_pass_seek_stops_early(tok):
+    words = ["<0>", " and", " Birkett", " said", "<90>"]
+    # Pass 1 spelled the pick already: no second pass.
+    decoder = FakeDecoder(tok, words, words)
+    plan = plan_for(FakeRetriever(["Birkett"]))
+    assert TwoPassSeek(plan, decoder).run() is None
+    assert decoder.calls == ["first:3"] and plan.picks[0].second_pass is False
+    # Silence: nothing retrieved, nothing recorded.
+    retriever = FakeRetriever(["Birkett"])
+    silent = FakeDecoder(tok, ["<0>", "<90>"], words, silent=True)
+    assert TwoPassSeek(plan_for(retriever), silent).run() is None
+    assert retriever.seen == []
+
+
+def test_two_pass_seek_verifies_each_change(tok):
+    first, second = ["<0>", " and", " Burke", " it", " said", "<90>"], ["<0>", " and", " Birkett", " said", "<90>"]  # fmt: skip
+    # The decoder finds the change 5 nats less likely: over a margin of 2, it is refused.
+    decoder = FakeDecoder(tok, first, second, scores={"and Burke it said": -3.0, "and Birkett said": -8.0})  # fmt: skip
+    plan = plan_for(FakeRetriever(["Birkett"]), verify_margin=2.0)
+    merged = TwoPassSeek(plan, decoder).run()
+    assert tok.text(merged) == "<0> and Burke it said<90>"
+    assert decoder.calls[-1] == "score:2"
+    assert plan.picks[0].selected[0].verify == -5.0

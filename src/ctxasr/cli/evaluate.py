@@ -54,6 +54,7 @@ def evaluate(
     """Transcribe a manifest and score it: WER, U-WER, B-WER per context condition, and RTFx."""
     with user_errors():
         from ctxasr.audio import probe
+        from ctxasr.context.terms import ContextTerm
         from ctxasr.eval.manifest import read_biasing_tsv, read_manifest
         from ctxasr.eval.run import evaluate, markdown_table, write_outputs
         from ctxasr.transcribe import Transcriber
@@ -69,7 +70,12 @@ def evaluate(
                      for i in items}  # fmt: skip
         transcriber = Transcriber(model, options, model_options)
 
+        # The manifest's term weights, which the scoring loop's plain term lists leave out.
+        weights = {i.audio: {t.text: t.weight for t in i.terms} for i in items if i.weights}
+
         def recognize(audio, terms):
+            given = weights.get(audio, {})
+            terms = [ContextTerm(t, given.get(t, 1.0)) for t in terms]
             result = transcriber.transcribe(audio, terms)
             return result.text, result.context_used
 

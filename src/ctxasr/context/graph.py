@@ -37,6 +37,7 @@ import gc
 import math
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from ctxasr.context.terms import ContextTerm
 
@@ -363,3 +364,14 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if collecting:
             gc.enable()
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Shallow fusion for one transcription: ``graph`` is fixed (``terms``), or None to
+    build one with ``graph_for`` per second pass from the terms the retriever picked."""
+
+    weight: float
+    graph_for: Callable[[Sequence[ContextTerm]], ContextGraph]
+    graph: ContextGraph | None = None
+    terms: tuple[str, ...] = ()  # the fixed graph's terms

@@ -279,3 +279,90 @@ class SeekPlan:
                 seconds=round(retrieval.seconds, 6),
             )
         )
+
+
+@dataclass(frozen=True)
+class FirstPass:
+    """What pass 1 made of one stretch."""
+
+    sequences: list[list[int]]  # n-best token sequences, best first
+    texts: list[str]  # their texts (no special tokens), stripped
+    silent: bool  # the decoder will drop the stretch as silence: nothing to retrieve
+
+
+class SeekDecoder(Protocol):
+    """What a two-pass seek needs from the model, bound to one stretch's encoder output.
+
+    ``ctxasr.whisper.faster`` implements it over faster-whisper (CTranslate2 or ctxasr's
+    torch backend); a test implements it with canned answers.
+    """
+
+    tokenizer: WordTokenizer
+
+    def first_pass(self, nbest: int) -> FirstPass:
+        """Decode without context, keeping ``nbest`` hypotheses."""
+        ...
+
+    def frames(self) -> np.ndarray | None:
+        """The stretch's encoder frames (T, D), for retrievers that listen."""
+        ...
+
+    def second_pass(self, context: Prompt, terms: Sequence[ContextTerm]) -> list[int]:
+        """Decode again with ``context`` in the prompt (``terms``: the terms wanted in the
+        text, for fusion); the best hypothesis' tokens."""
+        ...
+
+    def score(self, texts: Sequence[Sequence[int]]) -> list[float]:
+        """log P(text | audio) of each text-token sequence, prompt-free (nats)."""
+        ...
+
+
+class TwoPassSeek:
+    """One stretch decoded in two passes, one named step each:
+    ``hear`` (pass 1), ``pick`` (retrieval), ``redecode`` (pass 2), ``merge``.
+
+    ``run()`` gives the merged tokens, or None when pass 1 stands as it is (silence, or
+    nothing picked that pass 1 lacks). The plan records every stretch's picks.
+    """
+
+    def __init__(self, plan: SeekPlan, decoder: SeekDecoder) -> None:
+        self.plan = plan
+        self.decoder = decoder
+
+    def run(self) -> list[int] | None:
+        first = self.hear()
+        if first.silent:
+            return None
+        retrieval = self.pick(first)
+        if not retrieval.needs_second_pass:
+            return None
+        wanted = [e.term for e in retrieval.selected if not e.in_text]
+        second = self.redecode(retrieval, wanted)
+        return self.merge(first, second, wanted)
+
+    def hear(self) -> FirstPass:
+        """Pass 1: the stretch without context, n-best."""
+        return self.decoder.first_pass(self.plan.nbest)
+
+    def pick(self, first: FirstPass) -> Retrieval:
+        """The retriever's picks from what pass 1 heard (and the frames, if it listens)."""
+        frames = self.decoder.frames() if getattr(self.plan.retriever, "listens", False) else None
+        retrieval = self.plan.retrieve(first.texts, frames)
+        heard = first.texts[0] if first.texts else ""
+        self.plan.record(retrieval, heard, retrieval.needs_second_pass)
+        return retrieval
+
+    def redecode(self, retrieval: Retrieval, wanted: Sequence[str]) -> list[int]:
+        """Pass 2: the same stretch with the picked terms pass 1 lacks in the prompt."""
+        terms = [self.plan.terms.get(t, ContextTerm(t)) for t in wanted]
+        return self.decoder.second_pass(self.plan.prompt(retrieval), terms)
+
+    def merge(self, first: FirstPass, second: list[int], wanted: Sequence[str]) -> list[int]:
+        """Pass 1 with pass 2's words where they bring a wanted term, each such change
+        verified by the decoder when the plan asks for it."""
+        margin = self.plan.verify_margin
+        score = self.decoder.score if margin is not None else None
+        merged = merge_verified(first.sequences[0], second, self.decoder.tokenizer, wanted,
+                                score, margin or 0.0)  # fmt: skip
+        self.plan.verified(merged.changes)
+        return merged.tokens
