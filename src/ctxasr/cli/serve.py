@@ -8,18 +8,28 @@ import typer
 
 from ctxasr.cli.common import user_errors, with_options
 from ctxasr.options import PER_REQUEST, ModelOptions, TranscribeOptions
+from ctxasr.server.settings import MAX_DEFAULT_CONCURRENCY, MIB, ServerSettings
+
+
+def _default(name: str) -> str:
+    """A server setting's default, for the help text."""
+    field = ServerSettings.model_fields[name]
+    value = field.get_default(call_default_factory=True)
+    if name == "max_upload_bytes":
+        value /= MIB
+    return f"{value:g}" if isinstance(value, float) else f"{value}"
 
 
 @with_options(TranscribeOptions, ModelOptions, skip=PER_REQUEST, given_only=True)
 def serve(
-    host: Annotated[str | None, typer.Option("--host", help="Interface (default 127.0.0.1; 0.0.0.0: all).")] = None,
-    port: Annotated[int | None, typer.Option("--port", "-p", help="TCP port (default 8000).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help=f"Interface (default {_default('host')}; 0.0.0.0: all).")] = None,
+    port: Annotated[int | None, typer.Option("--port", "-p", help=f"TCP port (default {_default('port')}).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="As for transcribe; loaded once and shared.")] = None,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Transcriptions at once (default: one per CPU, at most 8).")] = None,
-    max_queue: Annotated[int | None, typer.Option("--max-queue", help="Requests that may wait; more get 503 (default 8).")] = None,
-    max_upload_mb: Annotated[float | None, typer.Option("--max-upload-mb", help="Largest upload in MiB; more gets 413 (default 25).")] = None,
-    request_timeout: Annotated[float | None, typer.Option("--request-timeout", help="Seconds per request, queueing included (default 600).")] = None,
-    shutdown_grace: Annotated[float | None, typer.Option("--shutdown-grace", help="On SIGTERM, seconds in-flight requests get to finish (default 30).")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", help=f"Transcriptions at once (default: one per CPU, at most {MAX_DEFAULT_CONCURRENCY}).")] = None,
+    max_queue: Annotated[int | None, typer.Option("--max-queue", help=f"Requests that may wait; more get 503 (default {_default('max_queue')}).")] = None,
+    max_upload_mb: Annotated[float | None, typer.Option("--max-upload-mb", help=f"Largest upload in MiB; more gets 413 (default {_default('max_upload_bytes')}).")] = None,
+    request_timeout: Annotated[float | None, typer.Option("--request-timeout", help=f"Seconds per request, queueing included (default {_default('request_timeout')}).")] = None,
+    shutdown_grace: Annotated[float | None, typer.Option("--shutdown-grace", help=f"On SIGTERM, seconds in-flight requests get to finish (default {_default('shutdown_grace')}).")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level.")] = "info",
     *,
     given: dict[str, Any],
@@ -34,7 +44,6 @@ def serve(
     from pydantic import ValidationError
 
     from ctxasr.server.run import serve as run_server
-    from ctxasr.server.settings import MIB, ServerSettings
 
     flags = {
         "host": host, "port": port, "model": model, "concurrency": concurrency,

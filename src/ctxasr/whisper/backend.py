@@ -104,7 +104,7 @@ class TorchWhisper:
         encoder_output: Tensor,
         prompts: Sequence[Sequence[int]],
         *,
-        beam_size: int = 5,
+        beam_size: int,  # always given by faster-whisper; TranscribeOptions holds the default
         patience: float = 1.0,
         num_hypotheses: int = 1,
         length_penalty: float = 1.0,

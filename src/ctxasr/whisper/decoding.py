@@ -54,9 +54,13 @@ class WhisperTokens:
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """How one window is searched; mirrors the decoding fields of faster-whisper."""
+    """How one window is searched; mirrors the decoding fields of faster-whisper.
 
-    beam_size: int = 5
+    ``beam_size`` has no default here: the pipeline's ``TranscribeOptions.beam_size`` is
+    the one place it is set.
+    """
+
+    beam_size: int
     patience: float = 1.0  # finished hypotheses to collect = round(beam_size * patience)
     num_hypotheses: int = 1  # how many finished hypotheses to return, best first
     length_penalty: float = 1.0  # score = logprob / length ** length_penalty
