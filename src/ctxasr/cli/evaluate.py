@@ -5,35 +5,30 @@ elsewhere."""
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from ctxasr.cli.common import show_progress, user_errors, with_options
 from ctxasr.cli.transcribe import TimeBar
+from ctxasr.eval.score import NORMALIZATIONS
 from ctxasr.options import ModelOptions, TranscribeOptions
-
-
-class Normalization(str, Enum):
-    none = "none"
-    whisper = "whisper"
 
 
 def score(
     refs: Annotated[Path, typer.Option("--refs", help="Biasing reference TSV: id, text, JSON rare words[, biasing list].")],
     hyps: Annotated[Path, typer.Option("--hyps", help="Hypotheses TSV: id TAB text.")],
     normalize: Annotated[
-        Normalization, typer.Option("--normalize", help="none: the benchmark's own scoring; whisper: Whisper's English normaliser on all sides.")
-    ] = Normalization.none,
+        Literal[NORMALIZATIONS], typer.Option("--normalize", help="none: the benchmark's own scoring; whisper: Whisper's English normaliser on all sides.")
+    ] = "none",
 ) -> None:
     """Score hypotheses as the LibriSpeech biasing benchmark does: WER, U-WER, B-WER."""
     with user_errors():
         from ctxasr.eval import format_scores, read_hyps, read_refs, score_corpus
 
-        scores = score_corpus(read_refs(refs), read_hyps(hyps), normalize=normalize.value)
-        sys.stdout.write(format_scores(scores, normalize=normalize.value))
+        scores = score_corpus(read_refs(refs), read_hyps(hyps), normalize=normalize)
+        sys.stdout.write(format_scores(scores, normalize=normalize))
 
 
 @with_options(TranscribeOptions, ModelOptions, skip=("word_timestamps",))
@@ -44,7 +39,7 @@ def evaluate(
     conditions: Annotated[
         list[str] | None, typer.Option("--condition", help="none, context (the manifest's terms) or oracle (true rare words). Repeatable.")
     ] = None,
-    normalize: Annotated[Normalization, typer.Option("--normalize", help="Text normalisation before scoring.")] = Normalization.whisper,
+    normalize: Annotated[Literal[NORMALIZATIONS], typer.Option("--normalize", help="Text normalisation before scoring.")] = "whisper",
     model: Annotated[str | None, typer.Option("--model", "-m", help="As for transcribe.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     *,
@@ -81,7 +76,7 @@ def evaluate(
 
         with TimeBar(enabled=show_progress(quiet)) as progress:
             report = evaluate(items, recognize, system=f"ctxasr ({transcriber.resolved.name})",
-                              conditions=chosen, normalize=normalize.value, durations=durations,
+                              conditions=chosen, normalize=normalize, durations=durations,
                               progress=progress)  # fmt: skip
         paths = write_outputs(report, items, output_dir, title=f"ctxasr eval: {manifest.name}")
         sys.stdout.write(markdown_table([report]))

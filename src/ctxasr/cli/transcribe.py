@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -19,14 +18,7 @@ from ctxasr.cli.common import (
     write,
 )
 from ctxasr.options import ModelOptions, TranscribeOptions
-
-
-class OutputFormat(str, Enum):
-    text = "text"
-    json = "json"
-    srt = "srt"
-    vtt = "vtt"
-    tsv = "tsv"
+from ctxasr.writers import FORMATS
 
 
 @with_options(TranscribeOptions, ModelOptions)
@@ -47,7 +39,7 @@ def transcribe(
         str | None,
         typer.Option("--model", "-m", help="tiny.en (packaged, default), a CTranslate2 model directory, or a faster-whisper model name."),
     ] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
+    output_format: Annotated[Literal[FORMATS], typer.Option("--format", "-f", help="Output format.")] = "text",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     *,
@@ -66,7 +58,7 @@ def transcribe(
         transcriber = Transcriber(model, options, model_options)
         with TimeBar(enabled=show_progress(quiet)) as progress:
             result = transcriber.transcribe(audio, terms, progress=progress)
-        rendered = format_transcript(result, output_format.value,
+        rendered = format_transcript(result, output_format,
                                      word_timestamps=options.word_timestamps)  # fmt: skip
         write(rendered, output)
 
