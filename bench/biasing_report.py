@@ -99,7 +99,10 @@ def synth_hard_items(manifest: Path) -> list[EvalItem]:
 def with_lists(items: list[EvalItem], pool: WordPool, n: int) -> list[EvalItem]:
     refs = {i.id: (i.text, rare_words(i)) for i in items}
     lists = build_biasing_lists(refs, pool, n, SEED)
-    return [EvalItem(i.id, i.audio, i.text, tuple(lists[i.id]), rare_words(i), i.duration) for i in items]
+    return [
+        EvalItem(i.id, i.audio, i.text, tuple(lists[i.id]), rare_words(i), i.duration)
+        for i in items
+    ]
 
 
 def recognizers(transcriber: Transcriber):
@@ -116,15 +119,24 @@ def recognizers(transcriber: Transcriber):
             kwargs = {key: ", ".join(terms)} if terms else {}
             segments, _ = plain.transcribe(str(audio), language="en", beam_size=5, **kwargs)
             return " ".join(s.text.strip() for s in segments), tuple(terms)
+
         return run
 
-    return {"ctxasr": ctxasr, "fw initial_prompt": fw("initial_prompt"), "fw hotwords": fw("hotwords")}
+    return {
+        "ctxasr": ctxasr,
+        "fw initial_prompt": fw("initial_prompt"),
+        "fw hotwords": fw("hotwords"),
+    }
 
 
 def run_set(name: str, items: list[EvalItem], pool: WordPool, systems) -> list[EvalReport]:
     durations = {i.id: i.duration or probe(i.audio).duration or 0.0 for i in items}
-    variants = {"none": items, "oracle": items,
-                "N=100": with_lists(items, pool, 100), "N=1000": with_lists(items, pool, 1000)}
+    variants = {
+        "none": items,
+        "oracle": items,
+        "N=100": with_lists(items, pool, 100),
+        "N=1000": with_lists(items, pool, 1000),
+    }
     reports = []
     for system, recognize in systems.items():
         for condition, its in variants.items():
@@ -136,8 +148,11 @@ def run_set(name: str, items: list[EvalItem], pool: WordPool, systems) -> list[E
             result = report.results[0]
             renamed = dataclasses.replace(result, condition=condition)
             reports.append(EvalReport(system, report.normalize, (renamed,), report.predictions))
-            print(f"{name} {system} {condition}: B-WER {result.scores.b_wer.error_rate:.2f} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+            print(
+                f"{name} {system} {condition}: B-WER {result.scores.b_wer.error_rate:.2f} "
+                f"({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
     return reports
 
 
@@ -145,8 +160,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--synth", type=Path, default=HERE / "work" / "synth" / "manifest.jsonl")
     parser.add_argument("--real", type=Path, default=DATA / "real-speech")
-    parser.add_argument("--pool", type=Path, default=DATA / "librispeech-biasing" / "words" / "all_rare_words.txt")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N utterances of each set")
+    parser.add_argument(
+        "--pool", type=Path, default=DATA / "librispeech-biasing" / "words" / "all_rare_words.txt"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="use only the first N utterances of each set"
+    )
     args = parser.parse_args()
     pool = WordPool(read_word_pool(args.pool))
     systems = recognizers(Transcriber())
@@ -159,8 +178,10 @@ def main() -> None:
         all_reports.append((name, reports))
         biased = reports[0].results[0].scores.b_wer.ref_words
         audio = reports[0].results[0].audio_seconds
-        sections.append(f"## {name}: {len(items)} utterances, {audio / 60:.1f} min, {biased} biased words\n\n"
-                        + markdown_table(reports))
+        sections.append(
+            f"## {name}: {len(items)} utterances, {audio / 60:.1f} min, {biased} biased words\n\n"
+            + markdown_table(reports)
+        )
     png = RESULTS / "biasing_report.png"
     _plot(all_reports, png)
     text = (
@@ -170,7 +191,8 @@ def main() -> None:
         "the utterance's rare words; N=100/1000 = rare words plus N distractors from "
         f"all_rare_words.txt (seed {SEED}). Systems: ctxasr's context handling; plain "
         "faster-whisper with the whole list as initial_prompt, and as hotwords.\n\n"
-        + "\n".join(sections) + f"\n![B-WER by condition]({png.name})\n"
+        + "\n".join(sections)
+        + f"\n![B-WER by condition]({png.name})\n"
     )
     print(text)
     RESULTS.mkdir(exist_ok=True)
@@ -189,8 +211,11 @@ def _plot(all_reports, path: Path) -> None:
         conditions = list(dict.fromkeys(r.results[0].condition for r in reports))
         width = 0.8 / len(systems)
         for k, system in enumerate(systems):
-            values = {r.results[0].condition: r.results[0].scores.b_wer.error_rate
-                      for r in reports if r.system == system}
+            values = {
+                r.results[0].condition: r.results[0].scores.b_wer.error_rate
+                for r in reports
+                if r.system == system
+            }
             xs = [i + (k - (len(systems) - 1) / 2) * width for i in range(len(conditions))]
             ax.bar(xs, [values.get(c, 0.0) for c in conditions], width, label=system)
         ax.set_xticks(range(len(conditions)), conditions)

@@ -746,15 +746,27 @@ def plot(
 # and training. Leaving it out lets a change there keep hours of stored rows; anything a
 # transcription, its biasing lists or its scoring calls (models, decoding, context, pipeline,
 # data/biasing.py, eval) still counts.
-NOT_IN_ROWS = frozenset({
-    "cli", "writers.py", "server", "batch", "train",
-    "data/synth.py", "data/engines.py", "data/augment.py",
-    "a2p/data.py", "a2p/train.py",
-})
+NOT_IN_ROWS = frozenset(
+    {
+        "cli",
+        "writers.py",
+        "server",
+        "batch",
+        "train",
+        "data/synth.py",
+        "data/engines.py",
+        "data/augment.py",
+        "a2p/data.py",
+        "a2p/train.py",
+    }
+)
 
 
 def fingerprint(
-    pool_path: Path, options: TranscribeOptions, model: str, salt: object = HOTWORDS_CAP,
+    pool_path: Path,
+    options: TranscribeOptions,
+    model: str,
+    salt: object = HOTWORDS_CAP,
     weights: bool = True,
 ) -> str:
     """What a stored result depends on: the package code rows run through (and, with
@@ -818,8 +830,7 @@ def main() -> None:
         nargs="+",
         choices=SYSTEMS,
         default=list(DEFAULT_SYSTEMS),
-        help="none always runs: it is the time base of every ratio "
-        f"(default: all but {HOTWORDS})",
+        help=f"none always runs: it is the time base of every ratio (default: all but {HOTWORDS})",
     )
     parser.add_argument(
         "--a2p-max",
@@ -890,8 +901,7 @@ def main() -> None:
         items = items[: args.limit] if args.limit else items
         if warm is None:
             warm = runner.warm_up(items[0], pool, systems)
-        run = SetRun(key, items, runner, args.work, stamp, args.fresh, args.hotwords_cap,
-                     listening)
+        run = SetRun(key, items, runner, args.work, stamp, args.fresh, args.hotwords_cap, listening)
         once = {s: run.once(s) for s in (NONE, ORACLE) if s in systems}
         sized: dict[tuple[str, int], Outcome] = {}
         for n in sizes:

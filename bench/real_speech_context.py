@@ -65,8 +65,10 @@ def main() -> None:
     args = parser.parse_args()
     common = common_words()  # the benchmark's 5k list, packaged with ctxasr
     rows = [json.loads(line) for line in (args.data / "manifest.jsonl").read_text().splitlines()]
-    lines = ["| recording | rare words | spelled as listed: no context | with context | missed with context |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| recording | rare words | spelled as listed: no context | with context | missed with context |",
+        "|---|---|---|---|---|",
+    ]
     totals = [0, 0, 0, 0]
     with tempfile.TemporaryDirectory() as tmp:
         for row in rows:
@@ -87,14 +89,25 @@ def main() -> None:
             totals[1] += hit_plain
             totals[2] += hit_biased
             totals[3] += files_ok
-            lines.append(f"| {row['id']} | {len(terms)} | {hit_plain} | {hit_biased} | {', '.join(missed) or '–'} |")
+            lines.append(
+                f"| {row['id']} | {len(terms)} | {hit_plain} | {hit_biased} | {', '.join(missed) or '–'} |"
+            )
     n, p, b, ok = totals
-    lines.append(f"| **all ({ok} of {len(rows)} files transcribed)** | **{n}** | **{p} ({100 * p / n:.0f}%)** "
-                 f"| **{b} ({100 * b / n:.0f}%)** | |")
-    table = "\n".join([
-        "# Real speech: rare words as context (packaged tiny.en, CLI, JSON output)", "",
-        "Context = each reference's words outside the LibriSpeech 5k common list. "
-        "Files with no rare word are transcribed without context only.", "", *lines, ""])
+    lines.append(
+        f"| **all ({ok} of {len(rows)} files transcribed)** | **{n}** | **{p} ({100 * p / n:.0f}%)** "
+        f"| **{b} ({100 * b / n:.0f}%)** | |"
+    )
+    table = "\n".join(
+        [
+            "# Real speech: rare words as context (packaged tiny.en, CLI, JSON output)",
+            "",
+            "Context = each reference's words outside the LibriSpeech 5k common list. "
+            "Files with no rare word are transcribed without context only.",
+            "",
+            *lines,
+            "",
+        ]
+    )
     print(table)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "real_speech_context.md").write_text(table)

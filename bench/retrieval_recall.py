@@ -140,10 +140,16 @@ class EvidenceCache:
         shapes = {e.frames.shape for _, _, e in heard if e.frames is not None}
         assert len(shapes) <= 1, f"stretches of unequal frame shapes: {shapes}"
         shape = shapes.pop() if shapes else (0, 0)
-        stacked = np.stack(
-            [(e.frames if e.frames is not None else np.zeros(shape)).astype(np.float16)
-             for _, _, e in heard]  # fmt: skip
-        ) if heard else np.zeros((0, *shape), np.float16)
+        stacked = (
+            np.stack(
+                [
+                    (e.frames if e.frames is not None else np.zeros(shape)).astype(np.float16)
+                    for _, _, e in heard
+                ]
+            )
+            if heard
+            else np.zeros((0, *shape), np.float16)
+        )
         rows = [{"start": s, "end": t, "hypotheses": list(e.hypotheses),
                  "frames": e.frames is not None} for s, t, e in heard]  # fmt: skip
         text.parent.mkdir(parents=True, exist_ok=True)
@@ -415,14 +421,18 @@ def set_table(results: dict[str, dict[int, dict]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, by_n in results.items():
         for n, s in sorted(by_n.items()):
-            row = [name, f"{n:,}"] + [_f(s["recall_at_k"][k - 1], ".1%") for k in SHOWN_K] + [
-                f"{_f(s['pick_recall'], '.1%')} ({s['true_picked']}/{s['true_rare_words']})",
-                _f(s["picks_per_stretch"], ".2f"),
-                _f(s["precision"], ".1%"),
-                _f(s["ms_mean"], ".1f"),
-                _f(s["ms_max"], ".1f"),
-                _f(s["build_s_mean"], ".3f"),
-            ]
+            row = (
+                [name, f"{n:,}"]
+                + [_f(s["recall_at_k"][k - 1], ".1%") for k in SHOWN_K]
+                + [
+                    f"{_f(s['pick_recall'], '.1%')} ({s['true_picked']}/{s['true_rare_words']})",
+                    _f(s["picks_per_stretch"], ".2f"),
+                    _f(s["precision"], ".1%"),
+                    _f(s["ms_mean"], ".1f"),
+                    _f(s["ms_max"], ".1f"),
+                    _f(s["build_s_mean"], ".3f"),
+                ]
+            )
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -480,9 +490,13 @@ def main() -> None:
                         help="first-pass evidence and per-utterance results")  # fmt: skip
     parser.add_argument("--fresh", action="store_true", help="ignore earlier runs' results")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory probe")
-    parser.add_argument("--scorer", type=Path, default=None,
-                        help="audio scorer weights to use (a folder from ctxasr train "
-                        "retriever) instead of the packaged ones")
+    parser.add_argument(
+        "--scorer",
+        type=Path,
+        default=None,
+        help="audio scorer weights to use (a folder from ctxasr train "
+        "retriever) instead of the packaged ones",
+    )
     parser.add_argument("--synth-hard", type=Path,
                         default=HERE / "work" / "synth-hard" / "manifest.jsonl")  # fmt: skip
     parser.add_argument("--real", type=Path, default=DATA / "real-speech")
@@ -611,8 +625,10 @@ def main() -> None:
     (args.out / f"retrieval_recall{suffix}.md").write_text(text)
     payload = {
         "meta": meta,
-        "sets": {k: {r: {str(n): s for n, s in by_n.items()} for r, by_n in v.items()}
-                 for k, v in report.items()},  # fmt: skip
+        "sets": {
+            k: {r: {str(n): s for n, s in by_n.items()} for r, by_n in v.items()}
+            for k, v in report.items()
+        },
         "memory": memory,
     }
     (args.out / f"retrieval_recall{suffix}.json").write_text(json.dumps(payload, indent=2) + "\n")

@@ -59,15 +59,34 @@ def main() -> None:
     parser.add_argument("--short-thresholds", nargs="+", type=float, default=[0.95])
     parser.add_argument("--per-span", nargs="+", type=int, default=[2, 3])
     parser.add_argument("--max-terms", nargs="+", type=int, default=[8, 16])
-    parser.add_argument("--shortlist", nargs="+", type=int, default=[400],
-                        help="terms aligned exactly after the trigram shortlist")
-    parser.add_argument("--min-coverage", nargs="+", type=float, default=[0.25],
-                        help="share of a term's trigrams the first pass must hold")
-    parser.add_argument("--homophone-context", nargs="+", type=int, default=[1000],
-                        help="context size from which homophones of common words are dropped")
+    parser.add_argument(
+        "--shortlist",
+        nargs="+",
+        type=int,
+        default=[400],
+        help="terms aligned exactly after the trigram shortlist",
+    )
+    parser.add_argument(
+        "--min-coverage",
+        nargs="+",
+        type=float,
+        default=[0.25],
+        help="share of a term's trigrams the first pass must hold",
+    )
+    parser.add_argument(
+        "--homophone-context",
+        nargs="+",
+        type=int,
+        default=[1000],
+        help="context size from which homophones of common words are dropped",
+    )
     parser.add_argument("--hybrid", action="store_true", help="sweep the hybrid pick")
-    parser.add_argument("--scorer", type=Path, default=None,
-                        help="audio scorer weights (default: the packaged ones)")
+    parser.add_argument(
+        "--scorer",
+        type=Path,
+        default=None,
+        help="audio scorer weights (default: the packaged ones)",
+    )
     parser.add_argument("--veto", nargs="+", type=float, default=[0.0, 0.1, 0.2])
     parser.add_argument("--join", nargs="+", type=float, default=[0.5, 0.6])
     parser.add_argument("--audio-weight", nargs="+", type=float, default=[0.6])
@@ -84,12 +103,25 @@ def main() -> None:
     cache = EvidenceCache(WORK / "pass1", transcriber, fresh=False)  # retrieval_recall's
     pool = WordPool(read_word_pool(DATA / "librispeech-biasing" / "words" / "all_rare_words.txt"))
     grid = [
-        dataclasses.replace(base.retrieval, threshold=t, short_threshold=max(s, t),
-                            per_span=p, max_terms=m, shortlist=k, min_coverage=c,
-                            homophone_context=h)  # fmt: skip
+        dataclasses.replace(
+            base.retrieval,
+            threshold=t,
+            short_threshold=max(s, t),
+            per_span=p,
+            max_terms=m,
+            shortlist=k,
+            min_coverage=c,
+            homophone_context=h,
+        )
         for t, s, p, m, k, c, h in itertools.product(
-            args.thresholds, args.short_thresholds, args.per_span, args.max_terms,
-            args.shortlist, args.min_coverage, args.homophone_context)  # fmt: skip
+            args.thresholds,
+            args.short_thresholds,
+            args.per_span,
+            args.max_terms,
+            args.shortlist,
+            args.min_coverage,
+            args.homophone_context,
+        )
     ]
     if args.hybrid:
         grid = [
@@ -127,8 +159,10 @@ def main() -> None:
                     "|---|---|---|---|---|---|"]  # fmt: skip
         else:
             rows = [
-                ("| threshold | short | per span | max terms | shortlist | coverage | homophones "
-                 "from | pick recall | picks / stretch | precision |"),
+                (
+                    "| threshold | short | per span | max terms | shortlist | coverage | homophones "
+                    "from | pick recall | picks / stretch | precision |"
+                ),
                 "|---|---|---|---|---|---|---|---|---|---|",
             ]
         for o, (hits, distinct, picks, stretches) in counts.items():
@@ -157,7 +191,8 @@ def main() -> None:
         "of the utterance (spelled by the first pass or not); picks / stretch: terms "
         "picked per 30 s stretch, spelled ones included; precision: share of an "
         "utterance's distinct picked terms that are true rare words. No second pass.\n\n"
-        + "\n\n".join(sections) + "\n"
+        + "\n\n".join(sections)
+        + "\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / name).write_text(text, encoding="utf-8")

@@ -78,7 +78,10 @@ def short_files(data: Path) -> dict:
     audio = 0.0
     for i, row in enumerate(rows):
         path = str(data / row["audio"])
-        order = [("faster-whisper", lambda: _plain(plain, path)), ("ctxasr", lambda: _ctx(ctx, path))]
+        order = [
+            ("faster-whisper", lambda path=path: _plain(plain, path)),
+            ("ctxasr", lambda path=path: _ctx(ctx, path)),
+        ]
         for name, run in order if i % 2 == 0 else order[::-1]:
             start = time.perf_counter()
             text, duration = run()
@@ -86,8 +89,12 @@ def short_files(data: Path) -> dict:
             texts[name].append(text)
         audio += duration
     refs = [row["text"] for row in rows]
-    return {"files": len(rows), "audio_s": audio, **totals,
-            "wer": {name: wer(refs, hyps) for name, hyps in texts.items()}}
+    return {
+        "files": len(rows),
+        "audio_s": audio,
+        **totals,
+        "wer": {name: wer(refs, hyps) for name, hyps in texts.items()},
+    }
 
 
 def build_long_file(data: Path, hours: float) -> Path:
@@ -133,8 +140,17 @@ def worker(system: str, path: str) -> None:
     text, duration = _plain(model, path) if system == "faster-whisper" else _ctx(model, path)
     wall = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"wall_s": wall, "load_s": load, "audio_s": duration,
-                      "peak_rss_mib": peak_kib / 1024, "text": text}))
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "load_s": load,
+                "audio_s": duration,
+                "peak_rss_mib": peak_kib / 1024,
+                "text": text,
+            }
+        )
+    )
 
 
 def long_file(path: Path) -> dict:
@@ -142,7 +158,9 @@ def long_file(path: Path) -> dict:
     for system in ("faster-whisper", "ctxasr"):
         proc = subprocess.run(
             [sys.executable, __file__, "--worker", system, str(path)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         out[system] = json.loads(proc.stdout.strip().splitlines()[-1])
     reference = path.with_suffix(".txt").read_text()

@@ -18,7 +18,11 @@ def ctxasr(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
     env = {k: v for k, v in os.environ.items() if k != "CTXASR_DEBUG"}
     return subprocess.run(
         [sys.executable, "-m", "ctxasr.cli", *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
     )
 
 
@@ -125,8 +129,9 @@ def test_silence_with_a_thousand_terms_gives_an_empty_transcript(tmp_path, silen
     assert out["text"] == "" and out["segments"] == []
     assert out["duration"] == pytest.approx(3.0)
     assert out["context_used"] == []  # nothing heard, nothing picked
-    proc = ctxasr("transcribe", str(silent_wav), "-c", str(terms), "-f", "json", "-q",
-                  "--retriever", "all")
+    proc = ctxasr(
+        "transcribe", str(silent_wav), "-c", str(terms), "-f", "json", "-q", "--retriever", "all"
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["text"] == "" and out["segments"] == []
@@ -139,8 +144,19 @@ def test_json_output_with_context_and_word_timestamps(tmp_path):
     terms = tmp_path / "terms.txt"
     terms.write_text("# legal words\nthereunder\t2\nregard\n", encoding="utf-8")
     out_file = tmp_path / "out.json"
-    proc = ctxasr("transcribe", str(audio), "-c", str(terms), "-k", "system, frequent",
-                  "-f", "json", "--word-timestamps", "-o", str(out_file))
+    proc = ctxasr(
+        "transcribe",
+        str(audio),
+        "-c",
+        str(terms),
+        "-k",
+        "system, frequent",
+        "-f",
+        "json",
+        "--word-timestamps",
+        "-o",
+        str(out_file),
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     out = json.loads(out_file.read_text(encoding="utf-8"))
@@ -152,7 +168,9 @@ def test_json_output_with_context_and_word_timestamps(tmp_path):
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("fmt,marker", [("srt", " --> "), ("vtt", "WEBVTT"), ("tsv", "start\tend\ttext")])
+@pytest.mark.parametrize(
+    "fmt,marker", [("srt", " --> "), ("vtt", "WEBVTT"), ("tsv", "start\tend\ttext")]
+)
 def test_subtitle_formats(fmt, marker):
     proc = ctxasr("transcribe", str(FIXTURES / "audio" / "jfk.flac"), "-f", fmt)
     assert proc.returncode == 0, proc.stderr
@@ -164,9 +182,17 @@ def test_context_text_extracts_terms(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text(
         "Slide 3 — Review of activities\n\nThe Commission reviews activities thereunder.\n"
-        "Thereunder, the Commission must report.\n", encoding="utf-8")
-    proc = ctxasr("transcribe", str(FIXTURES / "audio" / "LJ050-0131.wav"),
-                  "--context-text", str(notes), "-f", "json")
+        "Thereunder, the Commission must report.\n",
+        encoding="utf-8",
+    )
+    proc = ctxasr(
+        "transcribe",
+        str(FIXTURES / "audio" / "LJ050-0131.wav"),
+        "--context-text",
+        str(notes),
+        "-f",
+        "json",
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert any(t.casefold() == "thereunder" for t in out["context_used"])
@@ -176,8 +202,13 @@ def test_context_text_extracts_terms(tmp_path):
 def test_score_reproduces_a_published_result():
     bias = FIXTURES / "biasing"
     name = "test-clean.s1.b1+db-rnnt.biasing_1000.tsv"
-    proc = ctxasr("score", "--refs", str(bias / "ref" / "test-clean.biasing_100.rare.tsv.gz"),
-                  "--hyps", str(bias / "hyp" / f"{name}.gz"))
+    proc = ctxasr(
+        "score",
+        "--refs",
+        str(bias / "ref" / "test-clean.biasing_100.rare.tsv.gz"),
+        "--hyps",
+        str(bias / "hyp" / f"{name}.gz"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == (bias / "results" / f"{name}.result").read_text()
 

@@ -64,7 +64,9 @@ def test_context_reaches_every_window(transcriber, audio_dir):
 def test_silence_with_a_large_context_gives_an_empty_transcript(transcriber, kind):
     rng = np.random.default_rng(0)
     n = 20 * SAMPLE_RATE
-    audio = np.zeros(n, np.float32) if kind == "zeros" else rng.normal(0, 1e-3, n).astype(np.float32)
+    audio = (
+        np.zeros(n, np.float32) if kind == "zeros" else rng.normal(0, 1e-3, n).astype(np.float32)
+    )
     terms = [f"Zorbulon{i}" for i in range(1000)]
     for context in ((), terms):
         result = transcriber.transcribe(audio, context=context)
@@ -99,7 +101,9 @@ def test_word_timestamps_are_ordered_and_inside_the_recording(transcriber, audio
 
 def test_progress_reports_audio_time_up_to_the_duration(transcriber, audio_dir):
     calls: list[tuple[float, float | None]] = []
-    result = transcriber.transcribe(audio_dir / "jfk.flac", progress=lambda d, t: calls.append((d, t)))
+    result = transcriber.transcribe(
+        audio_dir / "jfk.flac", progress=lambda d, t: calls.append((d, t))
+    )
     done = [d for d, _ in calls]
     assert len(calls) >= 2 and done == sorted(done)
     assert calls[0][1] == pytest.approx(11.0, abs=0.05)  # the container's duration, up front
@@ -132,6 +136,7 @@ def test_two_passes_bring_in_misheard_terms_from_a_long_context(transcriber, aud
     assert picked["idylls"].span == "idles" and not picked["idylls"].in_text
     assert any(p.second_pass for p in result.picks)
     assert {"idylls", "Birket"} <= set(result.context_used)
+
     # In the 29 s stretch that holds the terms, only the terms' own words change. (The
     # recording's last word, "man", alone in a stretch of its own, can come out as a
     # distractor one sound away, "Manz": a known limit of picking by sound alone.)

@@ -7,6 +7,7 @@ is checked against faster-whisper's own batch run of the same ONNX model.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,9 @@ def frames(n: int, spans: list[tuple[int, int]], p: float = 0.9) -> np.ndarray:
 
 
 def plan(
-    probs: np.ndarray, total: int | None = None, options: VadOptions = VadOptions()
+    probs: np.ndarray, total: int | None = None, options: VadOptions | None = None
 ) -> list[Window]:
-    planner = WindowPlanner(options)
+    planner = WindowPlanner(options or VadOptions())
     total = probs.shape[0] * F if total is None else total
     return planner.push(probs) + planner.finish(total)
 
@@ -133,7 +134,7 @@ def test_continuous_speech_is_cut_into_contiguous_windows_of_at_most_30_s():
 
     assert len(windows) >= 4
     assert all(w.duration <= 30.0 for w in windows)
-    assert all(a.end == b.start for a, b in zip(windows, windows[1:]))
+    assert all(a.end == b.start for a, b in itertools.pairwise(windows))
     assert windows[0].start <= speech[0] * F and windows[-1].end >= speech[1] * F
 
 
@@ -146,7 +147,9 @@ def test_long_speech_with_pauses_is_cut_at_a_pause():
     assert len(windows) >= 3
     assert all(w.duration <= 30.0 for w in windows)
     for w in windows[:-1]:
-        assert any(end * F <= w.end <= start * F for (_, end), (start, _) in zip(spans, spans[1:]))
+        assert any(
+            end * F <= w.end <= start * F for (_, end), (start, _) in itertools.pairwise(spans)
+        )
 
 
 def test_the_rest_of_a_cut_run_is_kept_however_short():
@@ -185,9 +188,7 @@ OPTIONS = st.builds(
 
 
 def probs_of(runs: list[tuple[float, int]]) -> np.ndarray:
-    return np.repeat(
-        np.array([p for p, _ in runs], dtype=np.float32), [n for _, n in runs]
-    )
+    return np.repeat(np.array([p for p, _ in runs], dtype=np.float32), [n for _, n in runs])
 
 
 @settings(max_examples=150, deadline=None)
@@ -201,7 +202,7 @@ def test_windows_are_ordered_disjoint_bounded_and_inside_the_recording(runs, par
     for w in windows:
         assert 0 <= w.start < w.end <= total
         assert w.end - w.start <= options.max_window_s * SAMPLE_RATE
-    for a, b in zip(windows, windows[1:]):
+    for a, b in itertools.pairwise(windows):
         assert a.end <= b.start
 
 

@@ -351,9 +351,7 @@ def test_json_lists_the_context_picks_with_their_evidence() -> None:
             "end": 29.4,
             "heard": " Mr. Burkett Foster's landscapes",
             "selected": [{"term": "Birket", "score": 1.0, "span": "Burkett", "in_text": False}],
-            "rejected": [
-                {"term": "Burkitt", "score": 0.72, "span": "Burkett", "in_text": False}
-            ],
+            "rejected": [{"term": "Burkitt", "score": 0.72, "span": "Burkett", "in_text": False}],
             "second_pass": True,
             "seconds": 0.0042,
         }

@@ -6,6 +6,7 @@ the local cache and the network answers; offline, the user is told what to do.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +76,8 @@ def _hub_model(name: str) -> str:
             "unknown model: expected a local CTranslate2 model directory, a Hugging Face "
             f"repository id, or one of {', '.join(known)}",
         )
-    try:
+    with contextlib.suppress(Exception):  # any cache miss means: try the network next
         return download_model(name, local_files_only=True)
-    except Exception:  # noqa: BLE001 - any cache miss means: try the network next
-        pass
     try:
         return download_model(name)
     except Exception as err:  # noqa: BLE001 - the hub raises many types for one cause

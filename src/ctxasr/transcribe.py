@@ -125,14 +125,14 @@ class Transcriber:
         key = (name, context_key(context), opts.retrieval, opts.hybrid, opts.audio_retrieval,
                opts.scorer)  # fmt: skip
         if name == "hybrid":
-            return self._retrievers.get(
-                key, lambda: HybridRetriever(phonetic, scorer, opts.hybrid)
-            )
+            return self._retrievers.get(key, lambda: HybridRetriever(phonetic, scorer, opts.hybrid))
         return self._retrievers.get(
             key, lambda: AudioRetriever(phonetic, scorer, opts.audio_retrieval)
         )
 
-    def _phonetic_for(self, context: Sequence[ContextTerm], opts: TranscribeOptions) -> PhoneticRetriever:
+    def _phonetic_for(
+        self, context: Sequence[ContextTerm], opts: TranscribeOptions
+    ) -> PhoneticRetriever:
         key = ("phonetic", context_key(context), opts.retrieval)
         cache = index_cache_dir() if opts.cache_index and len(context) >= CACHE_MIN_TERMS else None
         return self._retrievers.get(

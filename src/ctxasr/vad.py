@@ -114,7 +114,7 @@ class WindowPlanner:
     """
 
     def __init__(self, options: VadOptions = VadOptions()) -> None:
-        frames = lambda seconds: max(1, round(seconds * SAMPLE_RATE / FRAME_SAMPLES))  # noqa: E731
+        frames = lambda seconds: max(1, round(seconds * SAMPLE_RATE / FRAME_SAMPLES))
         self._opts = options
         self._min_speech = frames(options.min_speech_s)
         self._min_silence = frames(options.min_silence_s)
@@ -211,7 +211,10 @@ class WindowPlanner:
         if now - window_start <= self._max_len:
             return
         if self._runs:
-            self._emit(None, end_pad=min(self._pad, (self._run_start - self._runs[-1][1]) * FRAME_SAMPLES // 2))
+            self._emit(
+                None,
+                end_pad=min(self._pad, (self._run_start - self._runs[-1][1]) * FRAME_SAMPLES // 2),
+            )
             if now - self._run_start <= self._max_len:
                 return
         # One run of speech with no pause for a whole window: cut where the model is
@@ -233,7 +236,10 @@ class WindowPlanner:
         if total_samples is not None:
             end = min(end, total_samples)
             # Short silence before the recording's end is kept, as below for its start.
-            if total_samples - end <= self._max_gap_samples and total_samples - start <= self._max_samples:
+            if (
+                total_samples - end <= self._max_gap_samples
+                and total_samples - start <= self._max_samples
+            ):
                 end = total_samples
         # Whisper's sequential decoding is sensitive to where its input starts: trimming
         # a fraction of a second of lead-in can change a whole transcript. A recording

@@ -193,4 +193,6 @@ def format_transcript(t: Transcript, fmt: str, *, word_timestamps: bool = False)
         return _write_vtt(t)
     if fmt == "tsv":
         return _write_tsv(t)
-    raise CtxasrError("format", f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    raise CtxasrError(
+        "format", f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}"
+    )

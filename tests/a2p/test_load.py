@@ -14,7 +14,8 @@ from ctxasr.a2p.scorer import A2PScorer, shapes
 from ctxasr.errors import ModelError
 
 
-def _write(folder: Path, config: A2PConfig = A2PConfig()) -> Path:
+def _write(folder: Path, config: A2PConfig | None = None) -> Path:
+    config = config or A2PConfig()
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: rng.standard_normal(v).astype(np.float32) for k, v in shapes(config).items()}

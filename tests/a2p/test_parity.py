@@ -29,8 +29,10 @@ def test_numpy_matches_torch(order: bool) -> None:
     rng = np.random.default_rng(0)
     frames = rng.standard_normal((config.frames, config.encoder_dim)).astype(np.float32)
     prons = [
-        [[int(p) for p in rng.integers(0, 39, size=rng.integers(1, 6))]
-         for _ in range(rng.integers(1, 4))]
+        [
+            [int(p) for p in rng.integers(0, 39, size=rng.integers(1, 6))]
+            for _ in range(rng.integers(1, 4))
+        ]
         for _ in range(150)
     ] + [[list(range(39))]]  # longer than max_tokens: cut
     table = scorer.term_table(prons)

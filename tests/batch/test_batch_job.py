@@ -129,7 +129,11 @@ def test_fatal_errors_write_nothing(engine, manifest, tmp_path):
         run_batch(manifest, other)
     assert other.read_bytes() == before
     with pytest.raises(CtxasrError, match="nonexistent-model"):
-        run_batch(manifest, tmp_path / "out.jsonl", BatchOptions(model=str(tmp_path / "nonexistent-model")))
+        run_batch(
+            manifest,
+            tmp_path / "out.jsonl",
+            BatchOptions(model=str(tmp_path / "nonexistent-model")),
+        )
     assert not (tmp_path / "out.jsonl").exists() and engine.runs == []
 
 

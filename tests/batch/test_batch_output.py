@@ -51,7 +51,7 @@ def test_finished_rows_and_errors(tmp_path):
     [
         b'{"audio": "a4.wav", "pred_te',  # a torn write
         b'{"audio": "a4.wav", "pred_text": "x", "context_used": [], "manifest_line": 4}',  # no newline
-        b'\x00\x00\x00\x00',  # what a crash can leave at the end of a file
+        b"\x00\x00\x00\x00",  # what a crash can leave at the end of a file
         b'{"audio": "a4.wav", "pred\n',  # broken but complete: still only the last line
     ],
 )

@@ -57,7 +57,9 @@ def wait_for_rows(proc: subprocess.Popen, out: Path, n: int, timeout: float = 12
         data = out.read_bytes() if out.exists() else b""
         if data.count(b"\n") >= n:
             return data
-        assert proc.poll() is None, f"the job ended before it could be stopped: {proc.stderr.read()}"
+        assert proc.poll() is None, (
+            f"the job ended before it could be stopped: {proc.stderr.read()}"
+        )
         time.sleep(0.02)
     raise AssertionError("no row was written in time")
 

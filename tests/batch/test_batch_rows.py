@@ -53,7 +53,11 @@ def test_job_terms_merge_after_the_rows_own(tmp_path):
                      json.dumps({"audio": "b.wav"}))  # fmt: skip
     job = [ContextTerm("quilter", 2.0), ContextTerm("Kubernetes")]
     a, b = read_tasks(manifest, job)
-    assert a.terms == (ContextTerm("Quilter", 2.0), ContextTerm("Birket"), ContextTerm("Kubernetes"))
+    assert a.terms == (
+        ContextTerm("Quilter", 2.0),
+        ContextTerm("Birket"),
+        ContextTerm("Kubernetes"),
+    )
     assert b.terms == tuple(job)
 
 
@@ -145,7 +149,10 @@ def test_transcribe_row_adds_pred_text_context_and_line():
 @pytest.mark.parametrize(
     ("fail", "message"),
     [
-        (AudioError("/data/a.wav", "cannot be decoded\nas audio"), "/data/a.wav: cannot be decoded as audio"),
+        (
+            AudioError("/data/a.wav", "cannot be decoded\nas audio"),
+            "/data/a.wav: cannot be decoded as audio",
+        ),
         (RuntimeError("boom"), "unexpected RuntimeError: boom"),
     ],
 )

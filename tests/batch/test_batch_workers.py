@@ -46,5 +46,7 @@ def test_a_model_that_does_not_load_stops_the_job_before_any_row(tmp_path):
     proc = fake_cli(str(manifest(tmp_path, "a.wav", "b.wav")), "-o", str(out), "--workers", "1",
                     FAKE_LOAD_ERROR="1")  # fmt: skip
     assert proc.returncode == 1
-    assert proc.stderr.strip() == "ctxasr: error: worker: cannot load the model: fake-model: is broken"
+    assert (
+        proc.stderr.strip() == "ctxasr: error: worker: cannot load the model: fake-model: is broken"
+    )
     assert not out.exists()

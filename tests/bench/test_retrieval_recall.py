@@ -10,8 +10,8 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
-from biasing_report import strip_markup  # noqa: E402
-from retrieval_recall import K_MAX, Row, stats  # noqa: E402
+from biasing_report import strip_markup
+from retrieval_recall import K_MAX, Row, stats
 
 
 @pytest.mark.parametrize(

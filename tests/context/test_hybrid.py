@@ -125,5 +125,8 @@ def test_options_are_checked():
 def test_spelled_terms_match_the_full_candidates(phonetic):
     evidence = Evidence(("", "Linnell's pictures and Zanzibar"))
     spelled = phonetic.spelled(evidence)
-    assert [(e.term, e.span) for e in spelled] == [("Linnell", "Linnell's"), ("Zanzibar", "Zanzibar")]
+    assert [(e.term, e.span) for e in spelled] == [
+        ("Linnell", "Linnell's"),
+        ("Zanzibar", "Zanzibar"),
+    ]
     assert spelled == [e for e in phonetic.candidates(evidence, 0.5, 10) if e.in_text]

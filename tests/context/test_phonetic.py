@@ -100,8 +100,17 @@ def test_rules_on_dictionary_words(plain, word, expected):
     "word,readings",
     [
         ("4", ["F AO R"]),
-        ("1990", ["N AY N T IY N N AY N T IY", "W AH N TH AW Z AH N D N AY N HH AH N D R AH D N AY N T IY"]),
-        ("2026", ["T W EH N T IY T W EH N T IY S IH K S", "T UW TH AW Z AH N D T W EH N T IY S IH K S"]),
+        (
+            "1990",
+            [
+                "N AY N T IY N N AY N T IY",
+                "W AH N TH AW Z AH N D N AY N HH AH N D R AH D N AY N T IY",
+            ],
+        ),
+        (
+            "2026",
+            ["T W EH N T IY T W EH N T IY S IH K S", "T UW TH AW Z AH N D T W EH N T IY S IH K S"],
+        ),
         ("1,000", ["W AH N TH AW Z AH N D"]),
         ("21st", ["T W EH N T IY F ER S T"]),
         ("3.5", ["TH R IY P OY N T F AY V"]),
@@ -295,8 +304,18 @@ def test_a_misrecognised_name_shares_most_class_trigrams(plain):
 
 
 def test_batch_api_equals_single_calls(pron):
-    texts = ["Dr. Linnell's", "Zipformer", "GPT-4", "NASA", "", "read", "1990", "PyTorch",
-             "Kubernetes cluster", "Birkett"]
+    texts = [
+        "Dr. Linnell's",
+        "Zipformer",
+        "GPT-4",
+        "NASA",
+        "",
+        "read",
+        "1990",
+        "PyTorch",
+        "Kubernetes cluster",
+        "Birkett",
+    ]
     assert pron.terms(texts) == [pron.term(t) for t in texts]
     assert pron.terms(texts, max_variants=1) == [pron.term(t, 1) for t in texts]
     words = [w for t in texts for w in t.split()] + ["", "hello,", "GPT4"]
@@ -317,8 +336,20 @@ def test_terms_is_term_of_each(texts):
     assert plain.terms(texts, 3) == [plain.term(t, 3) for t in texts]
 
 
-UNLISTED = ["zipformer", "kubernetes", "wibblewobbles", "dolorifuge", "tewfikieh", "oolaloo",
-            "cramoisie", "leodogran", "inertron", "kadabrans", "fromenteau", "sinivate"]
+UNLISTED = [
+    "zipformer",
+    "kubernetes",
+    "wibblewobbles",
+    "dolorifuge",
+    "tewfikieh",
+    "oolaloo",
+    "cramoisie",
+    "leodogran",
+    "inertron",
+    "kadabrans",
+    "fromenteau",
+    "sinivate",
+]
 
 
 def test_helper_processes_give_the_same_answers(monkeypatch):

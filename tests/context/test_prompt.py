@@ -100,11 +100,15 @@ def test_a_thousand_terms_fit_the_budget(encode):
     assert all(int(t.rsplit(" ", 1)[1]) % 7 == 6 for t in prompt.terms)
 
 
-TEXT = st.text(
-    alphabet=st.sampled_from(list("abcXYZ019 .,#'\"-()&!?é日本")),
-    min_size=1,
-    max_size=30,
-).map(lambda s: " ".join(s.split())).filter(bool)
+TEXT = (
+    st.text(
+        alphabet=st.sampled_from(list("abcXYZ019 .,#'\"-()&!?é日本")),
+        min_size=1,
+        max_size=30,
+    )
+    .map(lambda s: " ".join(s.split()))
+    .filter(bool)
+)
 
 
 @settings(max_examples=200, deadline=None)

@@ -8,8 +8,19 @@ from hypothesis import strategies as st
 
 from ctxasr.context.spelling import Respelling, TermSpeller, respell_text
 
-TERMS = ["thereunder", "Linnell's", "idylls", "Birket", "Carker", "US", "COVID-19",
-         "PyTorch", "Quilter", "trivialities", "New York Stock Exchange"]
+TERMS = [
+    "thereunder",
+    "Linnell's",
+    "idylls",
+    "Birket",
+    "Carker",
+    "US",
+    "COVID-19",
+    "PyTorch",
+    "Quilter",
+    "trivialities",
+    "New York Stock Exchange",
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +33,10 @@ def speller() -> TermSpeller:
     [
         # words that spell a term's letters join into it, punctuation kept
         (" activities there under. In this regard", " activities thereunder. In this regard"),
-        (" covid 19 cases and py torch, quilter's gospel.",
-         " COVID-19 cases and PyTorch, Quilter's gospel."),
+        (
+            " covid 19 cases and py torch, quilter's gospel.",
+            " COVID-19 cases and PyTorch, Quilter's gospel.",
+        ),
         (" the new york stock exchange opened", " the New York Stock Exchange opened"),
         # a rare word one edit from a term takes the term's spelling, possessive kept
         (" Mr. Birkett Foster's landscapes", " Mr. Birket Foster's landscapes"),
@@ -64,8 +77,27 @@ def test_an_empty_term_list_changes_nothing():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(["the", "a", "there", "under", "py", "torch", "Birkett",
-                                 "us", "covid", "19,", "idles", "x"]), max_size=12))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "the",
+                "a",
+                "there",
+                "under",
+                "py",
+                "torch",
+                "Birkett",
+                "us",
+                "covid",
+                "19,",
+                "idles",
+                "x",
+            ]
+        ),
+        max_size=12,
+    )
+)
 def test_respelling_never_grows_the_word_count_and_is_idempotent(words):
     speller = TermSpeller(TERMS)
     text = " " + " ".join(words)

@@ -232,7 +232,6 @@ class FakeDecoder:
 
     def frames(self):
         self.calls.append("frames")
-        return None
 
     def second_pass(self, context, terms) -> list[int]:
         self.calls.append("second:" + ",".join(t.text for t in terms))

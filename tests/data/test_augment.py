@@ -28,7 +28,9 @@ def speechlike(seconds: float = 3.0, seed: int = 0) -> np.ndarray:
     """Bursts of harmonics (a 'word' every 0.5 s) with silent gaps: float32 (n,)."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * SR)) / SR
-    voiced = sum(np.sin(2 * np.pi * f0 * t) / k for k, f0 in enumerate((150, 300, 450, 900, 2500), 1))
+    voiced = sum(
+        np.sin(2 * np.pi * f0 * t) / k for k, f0 in enumerate((150, 300, 450, 900, 2500), 1)
+    )
     gate = (t % 0.5) < 0.3
     return (0.2 * voiced * gate + 0.001 * rng.standard_normal(t.shape) * gate).astype(np.float32)
 
@@ -48,7 +50,7 @@ def test_same_seed_same_audio_and_description():
     x, babble = speechlike(), [speechlike(2.0, 1), speechlike(1.0, 2)]
     a, da = augment(x, np.random.default_rng(7), ALL, babble)
     b, db = augment(x, np.random.default_rng(7), ALL, babble)
-    c, dc = augment(x, np.random.default_rng(8), ALL, babble)
+    _, dc = augment(x, np.random.default_rng(8), ALL, babble)
     assert np.array_equal(a, b) and da == db
     assert dc != da
     assert list(da)[:6] == ["speed", "reverb", "babble", "noise", "telephone", "codec"]
@@ -57,7 +59,7 @@ def test_same_seed_same_audio_and_description():
 @pytest.mark.parametrize("seed", range(5))
 def test_output_is_finite_float32_within_full_scale(seed):
     x = speechlike() * 8.0  # starts beyond full scale: augment scales, never clips
-    y, applied = augment(x, np.random.default_rng(seed), ALL, [speechlike(1.0, 3)])
+    y, _ = augment(x, np.random.default_rng(seed), ALL, [speechlike(1.0, 3)])
     assert y.dtype == np.float32 and y.ndim == 1 and np.isfinite(y).all()
     assert np.abs(y).max() <= 1.0
 
@@ -79,7 +81,9 @@ def test_no_steps_is_the_identity():
 def test_babble_needs_utterances():
     only_babble = dataclasses.replace(NONE, babble_p=1.0)
     assert augment(speechlike(), np.random.default_rng(0), only_babble)[1] == {}
-    assert "babble" in augment(speechlike(), np.random.default_rng(0), only_babble, [speechlike()])[1]
+    assert (
+        "babble" in augment(speechlike(), np.random.default_rng(0), only_babble, [speechlike()])[1]
+    )
 
 
 @pytest.mark.parametrize("colour", ["white", "pink", "brown"])
@@ -105,16 +109,17 @@ def test_augment_noise_snr_matches_the_description():
 def test_noise_colours_tilt_the_spectrum():
     rng = np.random.default_rng(0)
     lows = {
-        c: band_energy(coloured_noise(SR * 4, c, rng), 50, 500) / band_energy(
-            coloured_noise(SR * 4, c, np.random.default_rng(0)), 50, 8000
-        )
+        c: band_energy(coloured_noise(SR * 4, c, rng), 50, 500)
+        / band_energy(coloured_noise(SR * 4, c, np.random.default_rng(0)), 50, 8000)
         for c in ("white", "pink", "brown")
     }
     assert lows["white"] < lows["pink"] < lows["brown"]
 
 
 def test_telephone_band_has_nothing_above_4_khz_or_below_300_hz():
-    x = speechlike().astype(np.float64) + 0.05 * coloured_noise(SR * 3, "white", np.random.default_rng(0))
+    x = speechlike().astype(np.float64) + 0.05 * coloured_noise(
+        SR * 3, "white", np.random.default_rng(0)
+    )
     y = telephone(x)
     assert y.shape == x.shape
     total = band_energy(y, 0, 8000)
@@ -135,7 +140,9 @@ def test_speed_changes_the_length_by_the_factor(factor):
     assert abs(f[np.argmax(spectrum * (f < 250))] - 150 * factor) < 2
 
 
-@pytest.mark.parametrize(("codec", "bitrate", "frame"), [("mp3", 16_000, 576), ("opus", 8_000, 320)])
+@pytest.mark.parametrize(
+    ("codec", "bitrate", "frame"), [("mp3", 16_000, 576), ("opus", 8_000, 320)]
+)
 def test_codec_round_trip_keeps_the_length_within_a_frame(codec, bitrate, frame):
     x = speechlike(2.7)
     y = codec_round_trip(x, codec, bitrate)

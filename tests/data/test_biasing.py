@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from ctxasr.cli.data import data_app
 from ctxasr.data.biasing import (
     MAX_DISTRACTORS,
     WordPool,
@@ -22,7 +23,6 @@ from ctxasr.data.biasing import (
     read_word_pool,
     write_biasing_refs,
 )
-from ctxasr.cli.data import data_app
 from ctxasr.errors import CtxasrError
 from ctxasr.eval import read_refs
 

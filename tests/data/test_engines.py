@@ -10,8 +10,8 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from ctxasr.data import engines
 from ctxasr.cli.data import data_app
+from ctxasr.data import engines
 from ctxasr.data.engines import engine_voices, speak_native, split_voice, stretch
 from ctxasr.data.synth import SynthOptions, speak, synth_dataset
 from ctxasr.errors import CtxasrError
@@ -52,8 +52,16 @@ def test_voice_spelling():
 
 @pytest.mark.parametrize(
     "voice",
-    ["flite:slt", "flite:kal", "festival:kal_diphone", "festival:cmu_us_slt_arctic_hts",
-     "piper:joe", "hibari:heart", "kokoro:jf_alpha", "kokoro:jm_kumo"],
+    [
+        "flite:slt",
+        "flite:kal",
+        "festival:kal_diphone",
+        "festival:cmu_us_slt_arctic_hts",
+        "piper:joe",
+        "hibari:heart",
+        "kokoro:jf_alpha",
+        "kokoro:jm_kumo",
+    ],
 )
 def test_engine_speaks_16k_float_audio(voice):
     engine = split_voice(voice)[0]
@@ -71,7 +79,7 @@ def test_engine_speaks_16k_float_audio(voice):
 @needs("festival")
 def test_unknown_voices_fail_before_anything_is_written(tmp_path):
     refs = tmp_path / "r.tsv"
-    refs.write_text('a\thello\t[]\n')
+    refs.write_text("a\thello\t[]\n")
     for voice in ("flite:nosuch", "festival:nosuch"):
         with pytest.raises(CtxasrError, match="no such voice"):
             synth_dataset([refs], 1, 0, tmp_path / "out", SynthOptions(voices=(voice,)))
@@ -81,7 +89,7 @@ def test_unknown_voices_fail_before_anything_is_written(tmp_path):
 @needs("flite")
 def test_cli_augmented_synthesis_is_seeded_and_recorded(tmp_path):
     refs = tmp_path / "r.tsv"
-    refs.write_text("".join(f"u{k}\tthe zephyr blew number {k}\t[\"zephyr\"]\n" for k in range(4)))
+    refs.write_text("".join(f'u{k}\tthe zephyr blew number {k}\t["zephyr"]\n' for k in range(4)))
     manifests = []
     for out in (tmp_path / "a", tmp_path / "b"):
         args = ["synth", "--refs", str(refs), "-n", "4", "-o", str(out), "--engines", "flite",

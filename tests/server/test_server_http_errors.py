@@ -103,7 +103,7 @@ def test_upload_limit_413_declared_and_streamed(start_server):
     body = QUILTER.read_bytes()
 
     def chunked():  # no Content-Length: the server counts as it reads
-        yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
         yield b"Content-Type: audio/wav\r\n\r\n"
         for i in range(0, len(body), 16_384):
             yield body[i : i + 16_384]
@@ -125,7 +125,9 @@ def _wait_for(url: str, key: str, value: int, timeout: float = 30) -> None:
 def test_full_queue_answers_503_with_retry_after(start_server):
     server = start_server(concurrency=1, max_queue=0)
     first: list[httpx.Response] = []
-    worker = threading.Thread(target=lambda: first.append(post(server.url, audio=LINNELL.read_bytes())))
+    worker = threading.Thread(
+        target=lambda: first.append(post(server.url, audio=LINNELL.read_bytes()))
+    )
     worker.start()
     _wait_for(server.url, "running", 1)
     busy = post(server.url, audio=QUILTER.read_bytes())
@@ -165,7 +167,9 @@ def test_a_client_that_leaves_frees_its_place(start_server, long_recording):
     assert post(server.url, audio=QUILTER.read_bytes()).status_code == 200
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     audio=st.binary(max_size=2_000),
     media=st.sampled_from(["audio/wav", "application/octet-stream", "text/plain", "video/mp4", ""]),

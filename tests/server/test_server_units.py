@@ -112,7 +112,9 @@ def test_missing_file_and_file_given_as_text():
     assert api_error(parse_transcription, form(("file", "not a file"))).status == 400
 
 
-@pytest.mark.parametrize("declared", ["text/plain", "image/png", "application/json", "application/pdf"])
+@pytest.mark.parametrize(
+    "declared", ["text/plain", "image/png", "application/json", "application/pdf"]
+)
 def test_non_audio_media_type_is_415(declared):
     err = api_error(parse_transcription, form(file=upload(declared, "x.bin")))
     assert err.status == 415 and err.code == "unsupported_media_type"

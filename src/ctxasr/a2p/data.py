@@ -55,7 +55,11 @@ SPLITS = ("train", "dev")
 # (which speaks with seventeen voices, these among them) holds speakers the retriever has
 # never heard.
 HELD_OUT_VOICES = (
-    "flite:kal", "flite:awb", "festival:ked_diphone", "kokoro:jf_nezumi", "kokoro:jm_kumo",
+    "flite:kal",
+    "flite:awb",
+    "festival:ked_diphone",
+    "kokoro:jf_nezumi",
+    "kokoro:jm_kumo",
 )
 
 
@@ -260,7 +264,9 @@ def split_sentences(sentences: Sequence[str], options: SetOptions) -> tuple[list
     a sentence (or its neighbours) with training."""
     rng = np.random.default_rng([options.seed, 99])
     blocks = [list(sentences[i : i + 50]) for i in range(0, len(sentences), 50)]
-    dev_ids = set(rng.permutation(len(blocks))[: max(1, round(len(blocks) * options.dev_sentences))])
+    dev_ids = set(
+        rng.permutation(len(blocks))[: max(1, round(len(blocks) * options.dev_sentences))]
+    )
     train = [s for i, b in enumerate(blocks) if i not in dev_ids for s in b]
     dev = [s for i, b in enumerate(blocks) if i in dev_ids for s in b]
     return train, dev
@@ -343,8 +349,9 @@ def build_retriever_set(options: SetOptions, out: str | os.PathLike[str],
             raise CtxasrError(str(out), "holds a set built with other options: use a new folder")
         if old.get("voices", meta["voices"]) != meta["voices"]:
             raise CtxasrError(
-                str(out), "was begun with other voices installed (meta.json lists them): "
-                "install the same engines or use a new folder"
+                str(out),
+                "was begun with other voices installed (meta.json lists them): "
+                "install the same engines or use a new folder",
             )
     with atomic_write(meta_path) as f:
         json.dump(meta, f, indent=1)
@@ -382,9 +389,12 @@ def _build_audio(folder: Path, plans: Sequence[Plan], split_id: int, options: Se
         return len(plans)
     log(f"{folder.name}: {done} of {len(plans)} examples already built")
     todo = [(plan, split_id) for plan in plans[done:]]
-    with open(rows_path, "a", encoding="utf-8") as rows, ProcessPoolExecutor(
-        options.workers, initializer=_init_worker, initargs=(options, babble)
-    ) as pool:
+    with (
+        open(rows_path, "a", encoding="utf-8") as rows,
+        ProcessPoolExecutor(
+            options.workers, initializer=_init_worker, initargs=(options, babble)
+        ) as pool,
+    ):
         for i, (pooled, example) in enumerate(pool.map(_render, todo, chunksize=4), start=done):
             frames[i] = pooled
             if (i + 1) % 50 == 0 or i + 1 == len(plans):
@@ -423,9 +433,14 @@ def _mine_terms(out: Path, options: SetOptions, log) -> None:
     log(f"indexing {len(distractors)} distractors")
     retriever = PhoneticRetriever(
         [ContextTerm(w) for w in distractors],
-        PhoneticOptions(threshold=0.7, near=0.15, report_rejected=options.hard_negatives,
-                        max_terms=options.hard_negatives, per_span=3,
-                        homophone_context=10**9),  # fmt: skip
+        PhoneticOptions(
+            threshold=0.7,
+            near=0.15,
+            report_rejected=options.hard_negatives,
+            max_terms=options.hard_negatives,
+            per_span=3,
+            homophone_context=10**9,
+        ),
         pronouncer=pron,
     )
     splits = {s: read_examples(out / s) for s in SPLITS if (out / s / "examples.jsonl").exists()}

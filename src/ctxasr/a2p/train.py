@@ -224,7 +224,9 @@ def train(cfg: TrainConfig, progress: Callable[[int, int, float], None] | None =
                                            for a in data.step(step))  # fmt: skip
         from ctxasr.a2p.model import pool_frames
 
-        pooled = frames if frames.shape[1] == cfg.model.slots else pool_frames(frames, cfg.model.pool)
+        pooled = (
+            frames if frames.shape[1] == cfg.model.slots else pool_frames(frames, cfg.model.pool)
+        )
         logits = model(pooled, tokens)  # (B, M)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
             logits, labels, weight=weights, reduction="sum"
@@ -273,7 +275,7 @@ def evaluate(model, data: _Batches, distractors: int = 50) -> dict:
                 frames = pool_frames(frames, model.config.pool)
             p = torch.sigmoid(model(frames, torch.from_numpy(data.tokens(terms))[None]))[0]
             p = p.numpy()
-            pos, neg = p[: len(said)], p[len(said):]
+            pos, neg = p[: len(said)], p[len(said) :]
             if len(neg):
                 auc.append(float((pos[:, None] > neg[None, :]).mean()))
             tp += int((pos >= 0.5).sum())

@@ -26,8 +26,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 from ctxasr.batch.rows import RowResult, Task, one_line, transcribe_row
 from ctxasr.batch.workers import WorkerSetup, plan
-from ctxasr.errors import CtxasrError
 from ctxasr.cpus import cpu_count
+from ctxasr.errors import CtxasrError
 
 # Pools in a row that may die before finishing a single row: past this the cause is
 # not a recording (a model that crashes while loading, a machine out of memory).

@@ -76,7 +76,9 @@ def _import_ray() -> Any:
     return ray
 
 
-def _results(ray: Any, tasks: Sequence[Task], setup: WorkerSetup, workers: int) -> Iterator[RowResult]:
+def _results(
+    ray: Any, tasks: Sequence[Task], setup: WorkerSetup, workers: int
+) -> Iterator[RowResult]:
     with warnings.catch_warnings():
         # Ray's own deprecations (its DataContext warns on being copied; remote args as
         # keywords are deprecated with no other way to bound task retries yet): nothing

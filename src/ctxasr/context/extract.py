@@ -41,7 +41,13 @@ from ctxasr.context.terms import ContextTerm
 from ctxasr.context.words import zipf as _zipf
 from ctxasr.errors import ContextError
 
-__all__ = ["FREE_TEXT_WEIGHT", "ExtractOptions", "extract_terms", "normalize_text", "terms_from_text"]
+__all__ = [
+    "FREE_TEXT_WEIGHT",
+    "ExtractOptions",
+    "extract_terms",
+    "normalize_text",
+    "terms_from_text",
+]
 
 # wordfreq's ceiling: nothing in English is more frequent than ~7.7 ("the").
 ZIPF_CEILING = 8.0
@@ -210,8 +216,6 @@ def _join_hyphenated(match: re.Match[str]) -> str:
 def _word_set(words: str) -> frozenset[str]:
     """A set of words written as one whitespace-separated string, for word lists."""
     return frozenset(words.split())
-
-
 
 
 # --------------------------------------------------------------------- tokenising

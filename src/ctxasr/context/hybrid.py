@@ -213,10 +213,16 @@ class AudioRetriever(_Listening):
         skip = {e.term for e in spelled}
         memory = self.scorer.listen(frames)
         n = len(self.terms)
-        probs = np.concatenate(
-            [self.scorer.score(memory, self.table, np.arange(i, min(i + opts.chunk, n)))
-             for i in range(0, n, opts.chunk)]  # fmt: skip
-        ) if n else np.zeros(0)
+        probs = (
+            np.concatenate(
+                [
+                    self.scorer.score(memory, self.table, np.arange(i, min(i + opts.chunk, n)))
+                    for i in range(0, n, opts.chunk)
+                ]
+            )
+            if n
+            else np.zeros(0)
+        )
         heard = []
         for i in np.argsort(-probs, kind="stable").tolist():
             if len(heard) >= limit:
@@ -256,6 +262,7 @@ def _pick(
 
 def _blend(audio: float, phonetic: float, weight: float) -> float:
     """A score in [0, 1] from both kinds of evidence (a weighted mean of log-odds)."""
+
     def logit(p: float) -> float:
         p = min(max(p, 1e-4), 1 - 1e-4)
         return math.log(p / (1 - p))

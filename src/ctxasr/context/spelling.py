@@ -24,7 +24,7 @@ MAX_SPAN = 4  # decoded words that may join into one term ("p y torch" -> "PyTor
 COMMON_ZIPF = 4.0  # a word this frequent is never re-cased: "us" is not "US"
 RARE_ZIPF = 3.0  # only words rarer than this may be respelled to a near neighbour
 LONG_TERM = 8  # letters: a term this long may absorb several decoded words one edit off
-_EDGE = re.compile(r"^(\W*)(.*?)(\W*)$", re.S)
+_EDGE = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
 _POSSESSIVE = ("'s", "’s")
 
 
@@ -35,8 +35,6 @@ class Respelling:
     start: int
     end: int
     text: str
-
-
 
 
 class TermSpeller:
@@ -111,7 +109,6 @@ class TermSpeller:
                 best, best_distance = term, d
         return best
 
-
     def _near_split(self, core: str) -> str | None:
         """A long term decoded as several words, one letter off: "they're under"."""
         letters = _compact(core)
@@ -119,9 +116,13 @@ class TermSpeller:
             return None
         for term in self._single:
             folded = _compact(term)
-            if len(folded) >= LONG_TERM and folded[0] == letters[0] and folded[-1] == letters[-1]:
-                if Levenshtein.distance(letters, folded, score_cutoff=1) <= 1:
-                    return term
+            if (
+                len(folded) >= LONG_TERM
+                and folded[0] == letters[0]
+                and folded[-1] == letters[-1]
+                and Levenshtein.distance(letters, folded, score_cutoff=1) <= 1
+            ):
+                return term
         return None
 
 

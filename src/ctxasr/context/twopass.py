@@ -181,7 +181,10 @@ def merge_verified(
 
     deltas: list[float | None] = [None] * len(ops)
     if score is not None and ops:
-        text = [[t for t in build(chosen) if t < tokenizer.eot] for chosen in ([], *([op] for op in ops))]
+        text = [
+            [t for t in build(chosen) if t < tokenizer.eot]
+            for chosen in ([], *([op] for op in ops))
+        ]
         logprobs = score(text)
         deltas = [lp - logprobs[0] for lp in logprobs[1:]]
     accepted = [d is None or d >= -margin for d in deltas]

@@ -251,9 +251,7 @@ def babble_noise(
     return out
 
 
-def reverberate(
-    x: np.ndarray, rt60: float, drr_db: float, rng: np.random.Generator
-) -> np.ndarray:
+def reverberate(x: np.ndarray, rt60: float, drr_db: float, rng: np.random.Generator) -> np.ndarray:
     """``x`` in a synthetic room, same length and speech power.
 
     The impulse response is a unit direct path at time 0 plus a Gaussian-noise tail with

