@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,21 +15,30 @@ from typing import IO, Any
 from ctxasr.errors import CtxasrError
 
 
-def check_input_file(
-    path: str | os.PathLike[str], error: type[CtxasrError], kind: str
-) -> Path:
+def check_input_file(path: str | os.PathLike[str], error: type[CtxasrError], kind: str) -> Path:
     """``path`` as a readable regular file, or ``error`` naming it and the problem.
 
-    ``kind`` says what was expected, e.g. ``"an audio file"``.
+    ``kind`` says what was expected, e.g. ``"an audio file"``. A FIFO, socket or device
+    is refused: reading a FIFO waits for a writer that may never come.
     """
     p = Path(path)
-    if not p.exists():
-        raise error(str(path), "no such file")
-    if p.is_dir():
+    try:
+        info = p.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise error(str(path), "no such file") from None
+    except (OSError, ValueError) as err:  # a name too long, a loop of links, a NUL
+        raise error(str(path), f"cannot be read ({_reason(err)})") from None
+    if stat.S_ISDIR(info.st_mode):
         raise error(str(path), f"is a directory, not {kind}")
+    if not stat.S_ISREG(info.st_mode):
+        raise error(str(path), f"is not a regular file (a FIFO or a device?), not {kind}")
     if not os.access(p, os.R_OK):
         raise error(str(path), "permission denied")
     return p
+
+
+def _reason(err: OSError | ValueError) -> str:
+    return getattr(err, "strerror", None) or str(err)
 
 
 @functools.cache

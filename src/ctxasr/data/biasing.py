@@ -38,7 +38,7 @@ from pathlib import Path
 
 from ctxasr.errors import CtxasrError
 from ctxasr.eval.tsv import format_ref_line, read_refs
-from ctxasr.files import atomic_write
+from ctxasr.files import atomic_write, check_input_file
 
 MAX_DISTRACTORS = 100_000  # words: the largest N accepted
 PUBLISHED_SIZES = (100, 500, 1000, 2000)  # the N of Le et al. 2021
@@ -143,13 +143,9 @@ def build_biasing_lists(
 
 def read_word_pool(path: str | Path) -> list[str]:
     """Words of a pool file: one a line, stripped, blank lines skipped, first occurrence kept."""
-    path = Path(path)
+    path = check_input_file(path, CtxasrError, "a word list")  # a FIFO would block
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CtxasrError(str(path), "no such file") from None
-    except IsADirectoryError:
-        raise CtxasrError(str(path), "is a directory, not a word list") from None
     except (OSError, UnicodeDecodeError) as err:
         raise CtxasrError(str(path), f"cannot read: {err}") from None
     words = dict.fromkeys(w for w in (line.strip() for line in text.splitlines()) if w)

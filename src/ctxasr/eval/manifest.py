@@ -116,7 +116,7 @@ def read_biasing_tsv(
 
 
 def _audio_index(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
+    if not os.path.isdir(folder):  # Path.is_dir raises for a name too long (3.11)
         raise CtxasrError(str(folder), "is not a folder")
     found: dict[str, Path] = {}
     for p in sorted(folder.rglob("*")):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 from ctxasr.errors import CtxasrError
+from ctxasr.files import check_input_file
 from ctxasr.manifest import numbered_lines
 
 
@@ -91,7 +92,7 @@ def read_hyps(path: str | Path) -> dict[str, str]:
 
 def _lines(path: str | Path) -> Iterator[tuple[str, str]]:
     """(``"path:lineno"``, line) for each non-blank line; ``.gz`` is decompressed."""
-    path = Path(path)
+    path = check_input_file(path, CtxasrError, "a TSV file")  # a FIFO would block
     try:
         with _open(path) as f:
             for lineno, raw in numbered_lines(f):
