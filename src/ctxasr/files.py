@@ -37,6 +37,31 @@ def check_input_file(path: str | os.PathLike[str], error: type[CtxasrError], kin
     return p
 
 
+def check_output_file(path: Path, flag: str = "--output") -> None:
+    """Refuse, before any work, an output path that cannot become a regular file: a
+    folder, a FIFO or device (a write would replace it), a name the system refuses,
+    a missing folder.
+
+    Raises:
+        CtxasrError: naming ``path`` (``flag`` is the option that takes it).
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:  # nothing there yet (or a link to nothing yet)
+        info = None
+    except NotADirectoryError:
+        raise CtxasrError(str(path), f"{str(path.parent)!r} is not a folder") from None
+    except (OSError, ValueError) as err:
+        raise CtxasrError(str(path), f"cannot be written ({_reason(err)})") from None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise CtxasrError(str(path), f"is a directory; {flag} takes a file path")
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise CtxasrError(str(path), f"is not a regular file (a FIFO or a device?); "
+                          f"{flag} takes a file path")  # fmt: skip
+    if not path.parent.is_dir():
+        raise CtxasrError(str(path), f"folder {str(path.parent)!r} does not exist")
+
+
 def _reason(err: OSError | ValueError) -> str:
     return getattr(err, "strerror", None) or str(err)
 

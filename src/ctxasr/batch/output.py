@@ -31,7 +31,7 @@ except ImportError:  # Windows
 
 from ctxasr.batch.rows import Task, audio_key
 from ctxasr.errors import CtxasrError
-from ctxasr.files import atomic_write
+from ctxasr.files import atomic_write, check_output_file
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,11 @@ class Finished:
 
 
 def check_output(output: Path, manifest: Path) -> None:
-    """Refuse an output path that would clobber the manifest or cannot be a file."""
-    if output.is_dir():
-        raise CtxasrError(str(output), "is a directory; -o takes a .jsonl file path")
+    """Refuse an output path that would clobber the manifest or cannot be a file (a
+    FIFO would block the reading of what it holds)."""
+    check_output_file(output, "-o")
     if output.exists() and output.resolve() == manifest.resolve():
         raise CtxasrError(str(output), "is the manifest; refusing to append results to it")
-    if not output.parent.is_dir():
-        raise CtxasrError(str(output), f"folder {str(output.parent)!r} does not exist")
 
 
 def read_finished(output: Path, tasks: Sequence[Task]) -> Finished:

@@ -197,12 +197,11 @@ def check_output(output: Path | None, source: Path) -> None:
     """Refuse, before any work, an output that cannot or must not be written."""
     if output is None:
         return
-    if output.is_dir():
-        raise CtxasrError(str(output), "is a directory; --output takes a file path")
+    from ctxasr.files import check_output_file
+
+    check_output_file(output)  # a folder, a FIFO, a missing folder, a name too long
     if output.exists() and source.exists() and output.resolve() == source.resolve():
         raise CtxasrError(str(output), "is the input recording; refusing to overwrite it")
-    if not output.parent.exists():
-        raise CtxasrError(str(output), f"folder {str(output.parent)!r} does not exist")
 
 
 def write(text: str, output: Path | None) -> None:

@@ -32,13 +32,14 @@ one utterance at a time, so memory stays at one list.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ctxasr.errors import CtxasrError
 from ctxasr.eval.tsv import format_ref_line, read_refs
-from ctxasr.files import atomic_write, check_input_file
+from ctxasr.files import atomic_write, check_input_file, check_output_file
 
 MAX_DISTRACTORS = 100_000  # words: the largest N accepted
 PUBLISHED_SIZES = (100, 500, 1000, 2000)  # the N of Le et al. 2021
@@ -185,8 +186,9 @@ def make_biasing_refs(
     """
     _check_size(n)
     output = Path(output)
+    _check_output(output)
     for source in (refs_path, pool_path):
-        if Path(source).exists() and output.exists() and output.resolve() == Path(source).resolve():
+        if _same_file(output, Path(source)):
             raise CtxasrError(str(output), "is an input file; refusing to overwrite it")
     refs = read_refs(refs_path)
     pool = WordPool(read_word_pool(pool_path))
@@ -194,7 +196,11 @@ def make_biasing_refs(
 
 
 def _check_output(path: Path) -> None:
-    if path.is_dir():
-        raise CtxasrError(str(path), "is a directory; the output is a file path")
-    if not path.parent.is_dir():
-        raise CtxasrError(str(path), f"folder {str(path.parent)!r} does not exist")
+    check_output_file(path)  # a folder, a FIFO, a missing folder, a name too long
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # either is missing, or no name a file can have
+        return False
