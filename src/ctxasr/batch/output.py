@@ -129,7 +129,7 @@ def _foreign_object(raw: bytes) -> bool:
 def _load(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not JSON, a 4,300-digit number, deep nesting
         return None
 
 

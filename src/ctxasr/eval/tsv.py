@@ -130,6 +130,9 @@ def _json_words(where: str, field: str, what: str) -> list[str]:
         words = json.loads(field)
     except json.JSONDecodeError as err:
         raise CtxasrError(where, f"{what}: not JSON ({err.msg})") from None
+    except (ValueError, RecursionError):  # json.loads's limits, not its syntax errors
+        raise CtxasrError(where, f"{what}: JSON beyond what can be read (a number of "
+                          "4,300+ digits, or lists nested too deep)") from None  # fmt: skip
     if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
         raise CtxasrError(where, f"{what}: must be a JSON list of strings")
     return words
