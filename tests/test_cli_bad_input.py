@@ -252,8 +252,7 @@ bad_bytes = st.one_of(
         }
     ),
 )
-# ... and JSON that json.loads refuses with other errors than its syntax errors (not
-# in manifests: ctxasr.manifest does not survive them yet, see the xfail test below).
+# ... and JSON that json.loads refuses with other errors than its syntax errors.
 beyond_json = named(
     {
         "huge int": HUGE_INT,
@@ -329,11 +328,12 @@ plausible_rows = st.fixed_dictionaries(
 manifest_line = st.one_of(
     st.one_of(manifest_rows, plausible_rows).map(lambda row: json.dumps(row).encode("utf-8")),
     bad_bytes.map(without_newlines),
+    beyond_json.map(without_newlines),
     st.sampled_from([b"", b"   ", b"[]", b"null", b'"audio"', b"{}", b"{"]),
 )
 manifest_bytes = st.one_of(
     st.lists(manifest_line, max_size=6).map(lambda lines: b"".join(x + b"\n" for x in lines)),
-    bad_bytes,
+    bad_json_bytes,
 )
 tsv_field = st.one_of(
     words,
@@ -486,7 +486,6 @@ def test_data_biasing_lists(refs, pool, n, output, shuffle):
         check(invoke(args, where), args, {out: snapshot(out)})
 
 
-@pytest.mark.xfail(reason="ctxasr.manifest lets json.loads's ValueError and RecursionError out")
 @pytest.mark.parametrize(
     "line", [HUGE_INT, DEEP, b'{"audio": "a.wav", "duration": ' + HUGE_INT + b"}"]
 )
@@ -529,13 +528,6 @@ SUFFIX = {"transcribe audio": ".wav", "eval manifest": ".jsonl", "batch manifest
 # What no command may read, and what it may not write to.
 REFUSED_IN = {"fifo", "dir", "missing", "long", "notdir", "unreadable", "loop"}
 REFUSED_OUT = {"fifo", "dir", "long", "notdir", "nofolder", "loop"}
-# Not fixed yet, in ctxasr.manifest: Path.exists raises for a name too long (on 3.11), and
-# json.loads's ValueError (a 4,300-digit number) and RecursionError get out.
-MANIFEST_BUGS = {
-    (place, kind): bug
-    for place in ("eval manifest", "batch manifest")
-    for kind, bug in (("long", "a name too long"), ("beyond-json", "json.loads's limits"))
-}
 
 
 def odd_cases() -> Iterator[object]:
@@ -546,9 +538,7 @@ def odd_cases() -> Iterator[object]:
         for kind in kinds:
             if kind == "file" and not is_output:
                 continue
-            bug = MANIFEST_BUGS.get((place, kind))
-            marks = [pytest.mark.xfail(reason=f"ctxasr.manifest: {bug}")] if bug else []
-            yield pytest.param(place, kind, marks=marks, id=f"{place}-{kind}")
+            yield pytest.param(place, kind, id=f"{place}-{kind}")
 
 
 @pytest.mark.parametrize(("place", "kind"), list(odd_cases()))

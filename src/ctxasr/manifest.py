@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,9 +96,15 @@ def read_manifest_rows(path: str | os.PathLike[str]) -> list[ManifestRow]:
             row does not raise: its ``error`` is set.
     """
     p = Path(path)
-    if not p.exists():
-        raise CtxasrError(str(path), "no such file")
-    if not p.is_file():
+    try:
+        kind = p.stat().st_mode
+    except FileNotFoundError:
+        raise CtxasrError(str(path), "no such file") from None
+    except (OSError, ValueError) as err:  # a name too long, a symlink loop, a NUL byte
+        raise CtxasrError(
+            str(path), f"cannot be read ({getattr(err, 'strerror', None) or err})"
+        ) from None
+    if not stat.S_ISREG(kind):
         raise CtxasrError(str(path), "is not a file; expected a JSONL manifest")
     reader = _RowReader(str(path), p.parent)
     try:
@@ -136,6 +143,8 @@ class _RowReader:
             return ManifestRow(self.source, lineno, error=f"is not UTF-8 (byte {err.start})")
         except json.JSONDecodeError as err:
             return ManifestRow(self.source, lineno, error=f"is not JSON ({err.msg})")
+        except (ValueError, RecursionError) as err:  # a 4,300-digit number, deep nesting
+            return ManifestRow(self.source, lineno, error=f"is beyond what JSON reads here ({err})")
         if not isinstance(obj, dict):
             return ManifestRow(self.source, lineno, error="is not a JSON object")
         fields = tuple(obj.items())

@@ -26,18 +26,43 @@ if TYPE_CHECKING:
 
 
 # ModelOptions.cpu_threads is BatchOptions.threads here: threads per worker.
-@with_options(BatchOptions, TranscribeOptions, ModelOptions, skip=("word_timestamps", "cpu_threads"))
+@with_options(
+    BatchOptions, TranscribeOptions, ModelOptions, skip=("word_timestamps", "cpu_threads")
+)
 def batch(
-    manifest: Annotated[Path, typer.Argument(help="NeMo-style JSONL manifest: audio_filepath (or audio), optional text, duration, context (list of terms) or context_file, id, any other fields.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL to append results to; re-running the same command resumes it.")],
+    manifest: Annotated[
+        Path,
+        typer.Argument(
+            help="NeMo-style JSONL manifest: audio_filepath (or audio), optional text, duration, context (list of terms) or context_file, id, any other fields."
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="JSONL to append results to; re-running the same command resumes it.",
+        ),
+    ],
     context: Annotated[
         list[Path] | None,
-        typer.Option("--context", "-c", help="Term list for every row, beside the row's own context. Repeatable."),
+        typer.Option(
+            "--context",
+            "-c",
+            help="Term list for every row, beside the row's own context. Repeatable.",
+        ),
     ] = None,
-    keywords: Annotated[str | None, typer.Option("--keywords", "-k", help='Comma-separated terms for every row: "term one, term two".')] = None,
+    keywords: Annotated[
+        str | None,
+        typer.Option(
+            "--keywords", "-k", help='Comma-separated terms for every row: "term one, term two".'
+        ),
+    ] = None,
     context_text: Annotated[
         list[Path] | None,
-        typer.Option("--context-text", help="Free text to pick terms from, for every row. Repeatable."),
+        typer.Option(
+            "--context-text", help="Free text to pick terms from, for every row. Repeatable."
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     *,

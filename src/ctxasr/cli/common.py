@@ -36,6 +36,7 @@ from ctxasr.options import (
 if typing.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+
 @dataclasses.dataclass(frozen=True)
 class _Flag:
     owner: type
@@ -52,7 +53,9 @@ def _flags(owners: tuple[type, ...], skip: tuple[str, ...]) -> dict[str, _Flag]:
     return found
 
 
-def _parameter(flag: _Flag, default_field: dataclasses.Field, given_only: bool) -> inspect.Parameter:
+def _parameter(
+    flag: _Flag, default_field: dataclasses.Field, given_only: bool
+) -> inspect.Parameter:
     spec = flag.spec
     kind = typing.get_type_hints(flag.owner)[flag.field]
     args = [a for a in typing.get_args(kind) if a is not type(None)]

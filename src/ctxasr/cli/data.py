@@ -96,7 +96,10 @@ def synth(
     ] = None,
     augment: Annotated[
         str | None,
-        typer.Option("--augment", help="Augmentation preset: none, hard (training data) or test-other (evaluation; ctxasr.data.augment)."),
+        typer.Option(
+            "--augment",
+            help="Augmentation preset: none, hard (training data) or test-other (evaluation; ctxasr.data.augment).",
+        ),
     ] = None,
 ) -> None:
     """Speak a seeded sample of reference texts with TTS voices: 16 kHz WAVs and a manifest."""
@@ -111,7 +114,9 @@ def synth(
             options = dataclasses.replace(options, voices=voices_of)
         if augment is not None:
             if augment not in PRESETS:
-                raise CtxasrError("--augment", f"unknown preset {augment!r}; known: {', '.join(PRESETS)}")
+                raise CtxasrError(
+                    "--augment", f"unknown preset {augment!r}; known: {', '.join(PRESETS)}"
+                )
             options = dataclasses.replace(options, augment=PRESETS[augment], augment_name=augment)
         if voices is not None:
             options = dataclasses.replace(options, voices=_split(voices, "--voices"))
@@ -157,14 +162,20 @@ def retriever_set(
     ] = None,
     sentences: Annotated[
         Path | None,
-        typer.Option("--sentences", help="Training text, one sentence a line (default: "
-                      "/work/shared/data/text/sentences.txt, public-domain books)."),
+        typer.Option(
+            "--sentences",
+            help="Training text, one sentence a line (default: "
+            "/work/shared/data/text/sentences.txt, public-domain books).",
+        ),
     ] = None,
     pool: Annotated[
         Path | None,
-        typer.Option("--pool", help="Distractor words, one a line, for hard negatives "
-                      "(default: /work/shared/data/librispeech-biasing/words/"
-                      "all_rare_words.txt)."),
+        typer.Option(
+            "--pool",
+            help="Distractor words, one a line, for hard negatives "
+            "(default: /work/shared/data/librispeech-biasing/words/"
+            "all_rare_words.txt).",
+        ),
     ] = None,
 ) -> None:
     """Training data for the A2P retriever: synthetic 30 s stretches, encoder frames, terms."""

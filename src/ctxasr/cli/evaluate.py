@@ -17,10 +17,19 @@ from ctxasr.options import ModelOptions, TranscribeOptions
 
 
 def score(
-    refs: Annotated[Path, typer.Option("--refs", help="Biasing reference TSV: id, text, JSON rare words[, biasing list].")],
+    refs: Annotated[
+        Path,
+        typer.Option(
+            "--refs", help="Biasing reference TSV: id, text, JSON rare words[, biasing list]."
+        ),
+    ],
     hyps: Annotated[Path, typer.Option("--hyps", help="Hypotheses TSV: id TAB text.")],
     normalize: Annotated[
-        Literal[NORMALIZATIONS], typer.Option("--normalize", help="none: the benchmark's own scoring; whisper: Whisper's English normaliser on all sides.")
+        Literal[NORMALIZATIONS],
+        typer.Option(
+            "--normalize",
+            help="none: the benchmark's own scoring; whisper: Whisper's English normaliser on all sides.",
+        ),
     ] = "none",
 ) -> None:
     """Score hypotheses as the LibriSpeech biasing benchmark does: WER, U-WER, B-WER."""
@@ -33,13 +42,30 @@ def score(
 
 @with_options(TranscribeOptions, ModelOptions, skip=("word_timestamps",))
 def evaluate(
-    manifest: Annotated[Path, typer.Argument(help="NeMo-style JSONL manifest, or a biasing TSV with --audio-dir.")],
-    audio_dir: Annotated[Path | None, typer.Option("--audio-dir", help="Audio folder for a biasing TSV (files named <id>.<ext>).")] = None,
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where predictions, metrics, report and plot go.")] = Path("eval-out"),
-    conditions: Annotated[
-        list[str] | None, typer.Option("--condition", help="none, context (the manifest's terms) or oracle (true rare words). Repeatable.")
+    manifest: Annotated[
+        Path, typer.Argument(help="NeMo-style JSONL manifest, or a biasing TSV with --audio-dir.")
+    ],
+    audio_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--audio-dir", help="Audio folder for a biasing TSV (files named <id>.<ext>)."
+        ),
     ] = None,
-    normalize: Annotated[Literal[NORMALIZATIONS], typer.Option("--normalize", help="Text normalisation before scoring.")] = "whisper",
+    output_dir: Annotated[
+        Path,
+        typer.Option("--output-dir", "-o", help="Where predictions, metrics, report and plot go."),
+    ] = Path("eval-out"),
+    conditions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--condition",
+            help="none, context (the manifest's terms) or oracle (true rare words). Repeatable.",
+        ),
+    ] = None,
+    normalize: Annotated[
+        Literal[NORMALIZATIONS],
+        typer.Option("--normalize", help="Text normalisation before scoring."),
+    ] = "whisper",
     model: Annotated[str | None, typer.Option("--model", "-m", help="As for transcribe.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     *,

@@ -22,14 +22,51 @@ def _default(name: str) -> str:
 
 @with_options(TranscribeOptions, ModelOptions, skip=PER_REQUEST, given_only=True)
 def serve(
-    host: Annotated[str | None, typer.Option("--host", help=f"Interface (default {_default('host')}; 0.0.0.0: all).")] = None,
-    port: Annotated[int | None, typer.Option("--port", "-p", help=f"TCP port (default {_default('port')}).")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="As for transcribe; loaded once and shared.")] = None,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", help=f"Transcriptions at once (default: one per CPU, at most {MAX_DEFAULT_CONCURRENCY}).")] = None,
-    max_queue: Annotated[int | None, typer.Option("--max-queue", help=f"Requests that may wait; more get 503 (default {_default('max_queue')}).")] = None,
-    max_upload_mb: Annotated[float | None, typer.Option("--max-upload-mb", help=f"Largest upload in MiB; more gets 413 (default {_default('max_upload_bytes')}).")] = None,
-    request_timeout: Annotated[float | None, typer.Option("--request-timeout", help=f"Seconds per request, queueing included (default {_default('request_timeout')}).")] = None,
-    shutdown_grace: Annotated[float | None, typer.Option("--shutdown-grace", help=f"On SIGTERM, seconds in-flight requests get to finish (default {_default('shutdown_grace')}).")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help=f"Interface (default {_default('host')}; 0.0.0.0: all)."),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", "-p", help=f"TCP port (default {_default('port')}).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="As for transcribe; loaded once and shared.")
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency",
+            help=f"Transcriptions at once (default: one per CPU, at most {MAX_DEFAULT_CONCURRENCY}).",
+        ),
+    ] = None,
+    max_queue: Annotated[
+        int | None,
+        typer.Option(
+            "--max-queue",
+            help=f"Requests that may wait; more get 503 (default {_default('max_queue')}).",
+        ),
+    ] = None,
+    max_upload_mb: Annotated[
+        float | None,
+        typer.Option(
+            "--max-upload-mb",
+            help=f"Largest upload in MiB; more gets 413 (default {_default('max_upload_bytes')}).",
+        ),
+    ] = None,
+    request_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--request-timeout",
+            help=f"Seconds per request, queueing included (default {_default('request_timeout')}).",
+        ),
+    ] = None,
+    shutdown_grace: Annotated[
+        float | None,
+        typer.Option(
+            "--shutdown-grace",
+            help=f"On SIGTERM, seconds in-flight requests get to finish (default {_default('shutdown_grace')}).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level.")] = "info",
     *,
     given: dict[str, Any],

@@ -36,7 +36,12 @@ class _StepBar(ProgressBar):
 
 @train_app.command("retriever")
 def retriever(
-    config: Annotated[Path, typer.Argument(help="Recipe: a TOML file with [train] and [model] tables (configs/retriever/).")],
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help="Recipe: a TOML file with [train] and [model] tables (configs/retriever/)."
+        ),
+    ],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train the A2P retriever (audio scorer of --retriever hybrid/a2p); resumes a stopped run."""

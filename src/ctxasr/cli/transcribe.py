@@ -23,24 +23,42 @@ from ctxasr.writers import FORMATS
 
 @with_options(TranscribeOptions, ModelOptions)
 def transcribe(
-    audio: Annotated[Path, typer.Argument(help="Recording to transcribe (any format FFmpeg reads).")],
+    audio: Annotated[
+        Path, typer.Argument(help="Recording to transcribe (any format FFmpeg reads).")
+    ],
     context: Annotated[
         list[Path] | None,
-        typer.Option("--context", "-c", help="Term list: one term a line, optional TAB weight, # comments. Repeatable."),
+        typer.Option(
+            "--context",
+            "-c",
+            help="Term list: one term a line, optional TAB weight, # comments. Repeatable.",
+        ),
     ] = None,
     keywords: Annotated[
-        str | None, typer.Option("--keywords", "-k", help='Comma-separated terms: "term one, term two".')
+        str | None,
+        typer.Option("--keywords", "-k", help='Comma-separated terms: "term one, term two".'),
     ] = None,
     context_text: Annotated[
         list[Path] | None,
-        typer.Option("--context-text", help="Free text (document, slides' OCR) to pick terms from. Repeatable."),
+        typer.Option(
+            "--context-text",
+            help="Free text (document, slides' OCR) to pick terms from. Repeatable.",
+        ),
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="tiny.en (packaged, default), a CTranslate2 model directory, or a faster-whisper model name."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="tiny.en (packaged, default), a CTranslate2 model directory, or a faster-whisper model name.",
+        ),
     ] = None,
-    output_format: Annotated[Literal[FORMATS], typer.Option("--format", "-f", help="Output format.")] = "text",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    output_format: Annotated[
+        Literal[FORMATS], typer.Option("--format", "-f", help="Output format.")
+    ] = "text",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     *,
     options: TranscribeOptions,
