@@ -14,9 +14,9 @@ JFK = "And so my fellow Americans, ask not what your country can do for you"
 
 
 def batch_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``python -m ctxasr.cli.batch ARGS``, as a user would run it."""
+    """``python -m ctxasr.cli batch ARGS``, as a user would run it."""
     env = {k: v for k, v in os.environ.items() if k != "CTXASR_DEBUG"}
-    return subprocess.run([sys.executable, "-m", "ctxasr.cli.batch", *args],
+    return subprocess.run([sys.executable, "-m", "ctxasr.cli", "batch", *args],
                           capture_output=True, text=True, env=env, timeout=timeout, check=False)  # fmt: skip
 
 

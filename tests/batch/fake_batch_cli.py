@@ -1,4 +1,4 @@
-"""``python -m ctxasr.cli.batch`` with a fake model in its workers, to test worker deaths.
+"""``ctxasr batch`` with a fake model in its workers, to test worker deaths.
 
 Spawned workers run this file again as their main module, so the patch reaches them.
 A recording named ``poison*`` kills its worker outright; ``FAKE_LOAD_ERROR=1`` makes

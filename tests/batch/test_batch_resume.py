@@ -41,7 +41,7 @@ def start(manifest: Path, out: Path) -> subprocess.Popen:
     try:
         # Its own session, so that killpg reaches the worker processes too.
         return subprocess.Popen(
-            [sys.executable, "-m", "ctxasr.cli.batch", str(manifest), "-o", str(out),
+            [sys.executable, "-m", "ctxasr.cli", "batch", str(manifest), "-o", str(out),
              "--workers", "1", "--threads", "1"],
             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True,

@@ -2,7 +2,7 @@
 
 A thin command: parse flags, build :class:`BatchOptions`, call :func:`run_batch`, print
 a one-line summary on stderr. Its decoding and model flags are transcribe's, from the
-same options dataclasses. ``python -m ctxasr.cli.batch`` runs it alone.
+same options dataclasses.
 """
 
 from __future__ import annotations
@@ -151,11 +151,7 @@ class _RowProgress(ProgressBar):
 
 
 def main() -> None:
-    """``python -m ctxasr.cli.batch``: the batch command alone."""
+    """The batch command alone, as an app (``ctxasr batch`` is the same command)."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(batch)
     app()
-
-
-if __name__ == "__main__":
-    main()
