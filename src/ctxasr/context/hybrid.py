@@ -134,8 +134,13 @@ class HybridRetriever(_Listening):
 
     def ranked(self, evidence: Evidence) -> tuple[list[TermEvidence], list[TermEvidence]]:
         """The terms the first pass spelled, and the shortlist ranked by blended score."""
+        found = self.phonetic.candidates(evidence, self.options.floor, self.options.shortlist)
+        return self._rank(evidence, found)
+
+    def _rank(
+        self, evidence: Evidence, found: list[TermEvidence]
+    ) -> tuple[list[TermEvidence], list[TermEvidence]]:
         opts = self.options
-        found = self.phonetic.candidates(evidence, opts.floor, opts.shortlist)
         spelled = [e for e in found if e.in_text]
         heard = [e for e in found if not e.in_text]
         frames = self._frames(evidence)
@@ -154,11 +159,11 @@ class HybridRetriever(_Listening):
 
     def retrieve(self, evidence: Evidence) -> Retrieval:
         started = time.perf_counter()
-        own = self.phonetic.retrieve(evidence)
         if evidence.frames is None:
-            return own
+            return self.phonetic.retrieve(evidence)
         opts = self.options
-        spelled, heard = self.ranked(evidence)
+        own, found = self.phonetic.retrieve_with_candidates(evidence, opts.floor, opts.shortlist)
+        spelled, heard = self._rank(evidence, found)
         picked = {e.term for e in own.selected if not e.in_text}
         kept, joined, rejected = [], [], []
         for e in heard:  # ranked by blend, best first

@@ -290,10 +290,30 @@ class PhoneticRetriever:
 
     def retrieve(self, evidence: Evidence) -> Retrieval:
         started = time.perf_counter()
+        heard = self._heard(evidence)
+        if heard is None:
+            return Retrieval((), (), time.perf_counter() - started)
+        return self._picks(*heard, started)
+
+    def retrieve_with_candidates(
+        self, evidence: Evidence, floor: float, limit: int
+    ) -> tuple[Retrieval, list[TermEvidence]]:
+        """``retrieve`` and ``candidates`` of one stretch, sharing their first matching."""
+        started = time.perf_counter()
+        heard = self._heard(evidence)
+        if heard is None:
+            return Retrieval((), (), time.perf_counter() - started), []
+        picks = self._picks(*heard, started)
+        return picks, self._candidates(*heard, floor, limit)
+
+    def _heard(self, evidence: Evidence) -> tuple[_Hyp, _Scored] | None:
+        """The first pass's phones and the coarse match of the shortlist against them."""
         hyp = self._hypothesis_phones(evidence.hypotheses)
         if hyp is None or not self.terms:
-            return Retrieval((), (), time.perf_counter() - started)
-        scored = self._align(self._shortlist(hyp), hyp)
+            return None
+        return hyp, self._align(self._shortlist(hyp), hyp)
+
+    def _picks(self, hyp: _Hyp, scored: _Scored, started: float) -> Retrieval:
         floor = min(self.options.threshold, self.options.short_threshold) - self.options.near
         scored = self._align(scored.variants[scored.score >= floor], hyp, spans=True)
         selected, rejected = self._select(scored, hyp)
@@ -308,12 +328,14 @@ class PhoneticRetriever:
         (score 1, ``in_text``); then at most ``limit`` others, best first, each with
         its ``phonetic`` score and matched span.
         """
-        hyp = self._hypothesis_phones(evidence.hypotheses)
-        if hyp is None or not self.terms:
-            return []
+        heard = self._heard(evidence)
+        return [] if heard is None else self._candidates(*heard, floor, limit)
+
+    def _candidates(
+        self, hyp: _Hyp, scored: _Scored, floor: float, limit: int
+    ) -> list[TermEvidence]:
         out = self._spelled_evidence(hyp.words[: hyp.best_words])
         chosen = {self._ids[e.term] for e in out}
-        scored = self._align(self._shortlist(hyp), hyp)
         keep = np.flatnonzero(scored.score >= floor)
         keep = keep[np.argsort(-scored.score[keep], kind="stable")]
         # Several variants of one term may clear the floor: keep enough for ``limit`` terms.
