@@ -155,14 +155,11 @@ class RefRow:
 
 def read_ref_rows(path: str | Path) -> dict[str, RefRow]:
     """A benchmark reference file, keeping column 4 (which ``ctxasr.eval.read_refs`` drops)."""
-    from ctxasr.eval import read_refs
-    from ctxasr.eval.score import read_biasing_lists
+    from ctxasr.eval import tsv
 
-    refs = read_refs(path)  # validates ids, field counts and column 3
-    contexts = read_biasing_lists(path)
     return {
-        uid: RefRow(ref.text, tuple(sorted(ref.rare_words)), contexts.get(uid))
-        for uid, ref in refs.items()
+        uid: RefRow(ref.text, tuple(sorted(ref.rare_words)), biasing)
+        for uid, ref, biasing in tsv.read_ref_rows(path)
     }
 
 

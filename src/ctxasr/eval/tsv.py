@@ -46,16 +46,16 @@ def read_refs(path: str | Path) -> dict[str, Reference]:
     and optionally a fourth column (the full biasing list, not needed for scoring),
     separated by tabs.
     """
-    return {uid: ref for uid, ref, _ in _ref_rows(path)}
+    return {uid: ref for uid, ref, _ in read_ref_rows(path)}
 
 
 def read_biasing_lists(path: str | Path) -> dict[str, tuple[str, ...]]:
     """The biasing lists (column 4) of a reference file, by utterance id; rows without
     a fourth column have none. Columns 1-3 are checked as :func:`read_refs` does."""
-    return {uid: biasing for uid, _, biasing in _ref_rows(path) if biasing is not None}
+    return {uid: biasing for uid, _, biasing in read_ref_rows(path) if biasing is not None}
 
 
-def _ref_rows(path: str | Path) -> Iterator[tuple[str, Reference, tuple[str, ...] | None]]:
+def read_ref_rows(path: str | Path) -> Iterator[tuple[str, Reference, tuple[str, ...] | None]]:
     """``(id, reference, biasing list or None)`` of every row, checked, in one pass."""
     seen: set[str] = set()
     for where, line in _lines(path):
