@@ -1,0 +1,237 @@
+"""Recipes of the speech LLM: frozen dataclasses with defaults and checks, read from TOML.
+
+A config file has a ``[train]`` table (``TrainConfig``) and a ``[model]`` table
+(``ModelConfig``) with sub-tables ``[model.projector]``, ``[model.pooling]`` and
+``[model.lora]``. Unknown keys and bad values are one-line ``CtxasrError``\\ s naming
+the file, the table and the key. Relative paths in ``[train]`` are taken from the
+config file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctxasr.errors import CtxasrError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONTEXT_START = "<|startofcontext|>"
+CONTEXT_END = "<|endofcontext|>"
+# SAP²-ASR's prompt; ``{keywords}`` becomes the (pooled) context embeddings.
+DEFAULT_PROMPT = (
+    "Transcribe speech to text according to keywords may appear in the utterance. "
+    f"Possible keywords are: {CONTEXT_START}{{keywords}}{CONTEXT_END}"
+)
+DEFAULT_PROMPT_NO_CONTEXT = "Transcribe speech to text."
+DEFAULT_LLM = "HuggingFaceTB/SmolLM2-135M-Instruct"  # resolved by speechllm.llm.load_llm
+TINY_LLM = "tiny-random"  # a 2-layer random Llama built in code, for tests
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    """Frame stacking, then a linear map or a 2-layer MLP to the LLM's hidden size."""
+
+    stack: int = 4  # k consecutive frames become one LLM input embedding
+    kind: str = "linear"  # "linear" | "mlp"
+    hidden: int = 0  # the MLP's inner width; 0: the LLM's hidden size
+
+    def __post_init__(self) -> None:
+        _at_least(self, "stack", 1)
+        _at_least(self, "hidden", 0)
+        _one_of(self, "kind", ("linear", "mlp"))
+
+
+@dataclass(frozen=True)
+class PoolingConfig:
+    """How the context's token embeddings are compressed (``ctxasr.speechllm.pooling``)."""
+
+    kind: str = "sap"  # "sap" (speech-driven attention) | "mean" (window mean) | "none"
+    window: int = 2  # w context tokens become one embedding
+    heads: int = 4  # attention heads of SAP; must divide the LLM's hidden size
+
+    def __post_init__(self) -> None:
+        _at_least(self, "window", 1)
+        _at_least(self, "heads", 1)
+        _one_of(self, "kind", ("sap", "mean", "none"))
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """peft's LoRA on the LLM; ``r = 0`` leaves the LLM untouched (frozen)."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def __post_init__(self) -> None:
+        _at_least(self, "r", 0)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.r and not self.targets:
+            raise ValueError("targets must name at least one module when r > 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What ``SpeechLLM`` is built from; saved as the checkpoint's ``config.json``."""
+
+    encoders: tuple[str, ...] = ("whisper:tiny.en",)  # more than one: MoSE
+    llm: str = DEFAULT_LLM
+    speech_dim: int = 0  # MoSE's common dim; 0: the widest encoder's
+    prompt: str = DEFAULT_PROMPT  # must hold "{keywords}"
+    prompt_no_context: str = DEFAULT_PROMPT_NO_CONTEXT  # when an utterance has no context
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    pooling: PoolingConfig = field(default_factory=PoolingConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+    def __post_init__(self) -> None:
+        if not self.encoders or not all(isinstance(e, str) and e for e in self.encoders):
+            raise ValueError(f"encoders must be a non-empty list of names, got {self.encoders!r}")
+        if len(set(self.encoders)) != len(self.encoders):
+            raise ValueError(f"encoders names one encoder twice: {list(self.encoders)}")
+        _at_least(self, "speech_dim", 0)
+        if self.prompt.count("{keywords}") != 1:
+            raise ValueError("prompt must hold '{keywords}' exactly once")
+        if "{keywords}" in self.prompt_no_context:
+            raise ValueError("prompt_no_context must not hold '{keywords}'")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ModelConfig:
+        """The inverse of ``to_json``; a ``TypeError``/``ValueError`` for bad input."""
+        obj = dict(obj)
+        parts = {"projector": ProjectorConfig, "pooling": PoolingConfig, "lora": LoRAConfig}
+        for key, kind in parts.items():
+            if key in obj:
+                obj[key] = kind(**_tuples(kind, obj[key]))
+        return cls(**_tuples(cls, obj))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training recipe: the ``[train]`` table, and the ``[model]`` it trains."""
+
+    train: str  # NeMo-style JSONL manifest: audio_filepath, text, optional context
+    out: str  # the run's folder: encoder cache, training state, then the checkpoint
+    dev: str = ""  # manifest scored every ``eval_every`` steps and at the end ("": none)
+    word_pool: str = ""  # distractor words, one a line ("": the training set's rare words)
+    seed: int = 0
+    steps: int = 2000  # optimizer updates
+    batch: int = 8  # utterances per micro-batch
+    grad_accum: int = 1  # micro-batches per update
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup: int = 100  # steps of linear warm-up, then cosine decay to 0
+    eval_every: int = 500
+    save_every: int = 500
+    distractors: int = 20  # random pool words added to an utterance's rare words
+    no_context: float = 0.1  # probability of training an utterance without a context
+    lowercase: bool = True  # targets (and contexts) lower-cased
+    bucket: int = 20  # micro-batches per duration bucket
+    max_new_tokens: int = 128  # dev decoding
+    threads: int = 2  # CPU threads of torch
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "grad_accum", "eval_every", "save_every", "threads",
+                     "bucket", "max_new_tokens"):  # fmt: skip
+            _at_least(self, name, 1)
+        _at_least(self, "warmup", 0)
+        _at_least(self, "distractors", 0)
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.no_context <= 1.0:
+            raise ValueError(f"no_context must be a probability in [0, 1], got {self.no_context}")
+
+
+def read_config(path: str | Path) -> TrainConfig:
+    """A ``TrainConfig`` from a TOML file; unknown keys are errors, not ignored.
+
+    Raises:
+        CtxasrError: ``"<file>: [table] key: problem"`` for a bad file, table or value.
+    """
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise CtxasrError(str(p), f"cannot read the config: {err.strerror or err}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise CtxasrError(str(p), f"not a valid TOML file: {err}") from None
+    _known(p, "the file", raw, {"train", "model"})
+    model = dict(raw.get("model", {}))
+    parts = {"projector": ProjectorConfig, "pooling": PoolingConfig, "lora": LoRAConfig}
+    for key, kind in parts.items():
+        model[key] = _build(p, f"model.{key}", kind, model.get(key, {}))
+    built = _build(p, "model", ModelConfig, model, skip=set(parts))
+    train = dict(raw.get("train", {}))
+    for key in ("train", "out"):
+        if key not in train:
+            raise CtxasrError(str(p), f"[train] needs '{key}'")
+    for key in ("train", "out", "dev", "word_pool"):
+        if isinstance(train.get(key), str) and train[key]:
+            train[key] = str((p.parent / train[key]).resolve())
+    return _build(p, "train", TrainConfig, {**train, "model": built}, skip={"model"})
+
+
+def _build(source: Path, table: str, cls: type, raw: object, skip: set[str] = set()) -> Any:  # noqa: B006
+    """``cls(**raw)`` with each key checked against the field's default type."""
+    if not isinstance(raw, dict):
+        raise CtxasrError(str(source), f"[{table}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _known(source, f"[{table}]", raw, set(fields))
+    for key, value in raw.items():
+        if key in skip:
+            continue
+        f = fields[key]
+        default = f.default if f.default is not dataclasses.MISSING else ""
+        if not _fits(default, value):
+            kind = type(default).__name__.replace("tuple", "list of strings")
+            raise CtxasrError(str(source), f"[{table}] {key}: must be a {kind}, got {value!r}")
+    try:
+        return cls(**_tuples(cls, raw))
+    except (TypeError, ValueError) as err:
+        raise CtxasrError(str(source), f"[{table}] {err}") from None
+
+
+def _fits(default: object, value: object) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, tuple):
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    return isinstance(value, type(default))
+
+
+def _tuples(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """TOML and JSON give lists where the dataclass keeps tuples."""
+    tuples = {f.name for f in dataclasses.fields(cls) if isinstance(f.default, tuple)}
+    return {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in raw.items()}
+
+
+def _known(source: Path, where: str, raw: dict, known: set[str]) -> None:
+    unknown = set(raw) - known
+    if unknown:
+        raise CtxasrError(str(source), f"unknown key(s) in {where}: {', '.join(sorted(unknown))}")
+
+
+def _at_least(obj: object, name: str, low: int) -> None:
+    value = getattr(obj, name)
+    if value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+
+
+def _one_of(obj: object, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
