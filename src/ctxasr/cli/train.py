@@ -52,3 +52,23 @@ def retriever(
         with _StepBar(enabled=show_progress(quiet)) as progress:
             scores = train(cfg, progress)
         typer.echo(f"{cfg.out}: trained {cfg.steps} steps; held-out {scores}", err=True)
+
+
+@train_app.command("speechllm")
+def speechllm(
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help="Recipe: a TOML file with [train] and [model] tables (configs/speechllm/)."
+        ),
+    ],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train the LLM-based contextual recognizer (SAP²-ASR); resumes a stopped run."""
+    with user_errors():
+        from ctxasr.speechllm.train import read_config, train
+
+        cfg = read_config(config)
+        with _StepBar(enabled=show_progress(quiet)) as progress:
+            scores = train(cfg, progress)
+        typer.echo(f"{cfg.out}: trained {cfg.steps} steps; dev {scores}", err=True)

@@ -30,7 +30,7 @@ DEFAULT_PROMPT = (
     f"Possible keywords are: {CONTEXT_START}{{keywords}}{CONTEXT_END}"
 )
 DEFAULT_PROMPT_NO_CONTEXT = "Transcribe speech to text."
-DEFAULT_LLM = "HuggingFaceTB/SmolLM2-135M-Instruct"  # resolved by speechllm.llm.load_llm
+DEFAULT_LLM = "smollm2-135m-instruct"  # offline, resolved by speechllm.llm.load_llm
 TINY_LLM = "tiny-random"  # a 2-layer random Llama built in code, for tests
 
 

@@ -6,7 +6,8 @@ encoders (Whisper, Moonshine) live in ``ctxasr.speechllm.encoders``;
 :func:`load_encoder` resolves a name to one:
 
 * ``"random"`` or ``"random:DIM:RATE"`` (e.g. ``"random:48:25"``): :class:`RandomEncoder`;
-* anything else goes to ``ctxasr.speechllm.encoders.load_encoder(name)``.
+* anything else goes to ``ctxasr.speechllm.encoders.encoder_from_name(name)``
+  (``"whisper:tiny.en"``, ``"whisper:base"``, ``"moonshine:base"``).
 """
 
 from __future__ import annotations
@@ -81,8 +82,6 @@ def load_encoder(name: str) -> SpeechEncoder:
             return RandomEncoder(dim, rate, name=name)
         except (ValueError, IndexError):
             raise ModelError(name, "expected 'random' or 'random:DIM:RATE'") from None
-    try:
-        from ctxasr.speechllm import encoders
-    except ImportError as err:  # pragma: no cover - until the real encoders land
-        raise ModelError(name, f"no speech encoders available here ({err})") from None
-    return encoders.load_encoder(name)
+    from ctxasr.speechllm.encoders import encoder_from_name
+
+    return encoder_from_name(name)

@@ -1,0 +1,161 @@
+"""Training the speech LLM: ``ctxasr train speechllm CONFIG``.
+
+One loop over ``accelerate`` (one CPU, a GPU with bf16, or DDP), seeded and resumable:
+every ``save_every`` steps the whole training state goes to ``OUT/state`` and a rerun of
+the same command continues from there. The frozen encoders run once per audio file
+(``OUT/cache``, ``ctxasr.speechllm.data``); each step then trains MoSE, the projector,
+the pooling, the context markers' embeddings and LoRA on ``grad_accum`` micro-batches of
+``batch`` utterances, each with a fresh SAP²-style context. Every ``eval_every`` steps and
+at the end the dev manifest is decoded greedily and scored (WER, U-WER, B-WER, with
+Whisper's normaliser). The trained parts are exported to ``OUT`` for
+``ctxasr.speechllm.checkpoint.load(OUT)``, with the scores in ``OUT/scores.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ctxasr.eval.score import BiasingScores, score_text
+from ctxasr.speechllm import checkpoint
+from ctxasr.speechllm.config import TrainConfig, read_config
+from ctxasr.speechllm.data import (
+    FrameCache,
+    Schedule,
+    Utterance,
+    read_utterances,
+    training_context,
+    word_pool,
+)
+from ctxasr.speechllm.model import SpeechLLM, batch_frames
+
+__all__ = ["evaluate", "read_config", "train"]
+
+Progress = Callable[[int, int, float], None]  # (step, total steps, smoothed loss)
+
+
+def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to 0."""
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        done = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+
+    return factor
+
+
+def train(cfg: TrainConfig, progress: Progress | None = None) -> dict:
+    """Train (or resume) the run of ``cfg`` and export it; returns the final dev scores."""
+    import torch
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.utils import set_seed
+
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gpu = torch.cuda.is_available()
+    accelerator = Accelerator(
+        cpu=not gpu, mixed_precision="bf16" if gpu else "no",
+        gradient_accumulation_steps=cfg.grad_accum,
+        # a batch without any context leaves the pooling unused
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )  # fmt: skip
+    set_seed(cfg.seed)
+    utts = read_utterances(cfg.train, cfg.lowercase)
+    dev = read_utterances(cfg.dev, cfg.lowercase) if cfg.dev else []
+    pool = word_pool(cfg.word_pool, utts, cfg.lowercase)
+    model = SpeechLLM(cfg.model)
+    cache = FrameCache(out / "cache", model.encoders)
+    batches = Schedule([len(cache.frames(u.audio)) for u in utts], cfg.batch, cfg.bucket, cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
+    model, opt, sched = accelerator.prepare(model, opt, sched)
+    state, marker = out / "state", out / "state" / "step.json"
+    start = 0
+    if marker.is_file():
+        accelerator.load_state(str(state))
+        start = json.loads(marker.read_text())["step"]
+    loss_avg, scores = None, {}
+    for step in range(start, cfg.steps):
+        model.train()
+        for micro in range(cfg.grad_accum):
+            idx = batches(step * cfg.grad_accum + micro)
+            rng = np.random.default_rng([cfg.seed, step, micro])
+            contexts = [training_context(rng, utts[i], pool, cfg.distractors, cfg.no_context)
+                        for i in idx]  # fmt: skip
+            x, mask = batch_frames([cache.frames(utts[i].audio) for i in idx])
+            with accelerator.accumulate(model):
+                loss = model(x.to(accelerator.device), mask.to(accelerator.device), contexts,
+                             [utts[i].text for i in idx])  # fmt: skip
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+            loss_avg = loss.item() if loss_avg is None else 0.9 * loss_avg + 0.1 * loss.item()
+        if progress is not None:
+            progress(step + 1, cfg.steps, loss_avg)
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            accelerator.wait_for_everyone()
+            accelerator.save_state(str(state))
+            if accelerator.is_main_process:
+                marker.write_text(json.dumps({"step": step + 1}))
+        if dev and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            scores = evaluate(accelerator.unwrap_model(model), dev, cache, pool, cfg)
+    unwrapped = accelerator.unwrap_model(model).eval()
+    if dev and not scores:  # a finished run, rerun: score what was trained
+        scores = evaluate(unwrapped, dev, cache, pool, cfg)
+    if loss_avg is not None:
+        scores = {**scores, "train_loss": round(loss_avg, 4)}
+    if accelerator.is_main_process:
+        checkpoint.save(unwrapped, out)
+        (out / "scores.json").write_text(json.dumps({"step": cfg.steps, **scores}) + "\n")
+    return scores
+
+
+def dev_context(utt: Utterance, pool: Sequence[str], cfg: TrainConfig, index: int) -> list[str]:
+    """The manifest's own context, else the rare words with ``distractors`` pool words drawn
+    from a fixed seed (the same at every evaluation)."""
+    if utt.context:
+        return list(utt.context)
+    rng = np.random.default_rng([12345, index])
+    return training_context(rng, utt, pool, cfg.distractors, no_context=0.0)
+
+
+def evaluate(model: SpeechLLM, dev: Sequence[Utterance], cache: FrameCache,
+             pool: Sequence[str], cfg: TrainConfig) -> dict:  # fmt: skip
+    """Greedy transcripts of ``dev``, scored: WER, U-WER and B-WER (percent), normalised."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total = BiasingScores()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for start in range(0, len(dev), cfg.batch):
+            part = dev[start : start + cfg.batch]
+            x, mask = batch_frames([cache.frames(u.audio) for u in part])
+            contexts = [dev_context(u, pool, cfg, start + i) for i, u in enumerate(part)]
+            hyps = model.generate(x.to(device), mask.to(device), contexts, cfg.max_new_tokens)
+            for u, hyp in zip(part, hyps):
+                total += score_text(u.text, hyp, u.rare, normalize="whisper")
+    model.train(was_training)
+    return {
+        "dev_utterances": len(dev),
+        "wer": _percent(total.wer.error_rate),
+        "u_wer": _percent(total.u_wer.error_rate),
+        "b_wer": _percent(total.b_wer.error_rate),
+    }
+
+
+def _percent(rate: float) -> float | None:
+    """A rate for JSON: None for errors against no reference words (infinite)."""
+    return round(rate, 2) if math.isfinite(rate) else None
