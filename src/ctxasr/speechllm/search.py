@@ -96,11 +96,13 @@ def beam_search(lm, embed: Embed, embeds: torch.Tensor, eos: int, max_new_tokens
         keep, src = [], []
         for score, flat in zip(top.values.tolist(), top.indices.tolist()):
             row, token = divmod(flat, total.shape[1])
-            if token == eos:
+            if token == eos:  # ends among the best: kept (Whisper's BeamSearchDecoder)
                 finished.append((beams[row][0], score))
-            elif len(keep) < beam_size:
-                keep.append((beams[row][0] + [token], score))
-                src.append(row)
+                continue
+            keep.append((beams[row][0] + [token], score))
+            src.append(row)
+            if len(keep) == beam_size:
+                break
         if len(finished) >= beam_size or not keep:
             break
         beams = keep
