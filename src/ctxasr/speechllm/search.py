@@ -84,9 +84,9 @@ def beam_search(lm, embed: Embed, embeds: torch.Tensor, eos: int, max_new_tokens
     """Beam search for one utterance, ``embeds (1, N, H)``; the beams are the batch of the
     KV cache, reordered each step. Finished hypotheses are ranked by their mean token
     log-probability (Whisper's default length normalisation)."""
-    N = embeds.shape[1]
-    logp, cache = _run(lm, embeds, torch.ones(1, N, dtype=torch.long),
-                       torch.arange(N)[None], None)  # fmt: skip
+    N, device = embeds.shape[1], embeds.device
+    logp, cache = _run(lm, embeds, torch.ones(1, N, dtype=torch.long, device=device),
+                       torch.arange(N, device=device)[None], None)  # fmt: skip
     beams: list[tuple[list[int], float]] = [([], 0.0)]
     finished: list[tuple[list[int], float]] = []
     for step in range(max_new_tokens):
@@ -106,10 +106,10 @@ def beam_search(lm, embed: Embed, embeds: torch.Tensor, eos: int, max_new_tokens
         if len(finished) >= beam_size or not keep:
             break
         beams = keep
-        cache.reorder_cache(torch.tensor(src, device=embeds.device))
-        tokens = torch.tensor([[b[-1]] for b, _ in beams], device=embeds.device)  # (nb, 1)
-        mask = torch.ones(len(beams), N + step + 1, dtype=torch.long, device=embeds.device)
-        positions = torch.full((len(beams), 1), N + step, device=embeds.device)
+        cache.reorder_cache(torch.tensor(src, device=device))
+        tokens = torch.tensor([[b[-1]] for b, _ in beams], device=device)  # (nb, 1)
+        mask = torch.ones(len(beams), N + step + 1, dtype=torch.long, device=device)
+        positions = torch.full((len(beams), 1), N + step, device=device)
         logp, cache = _run(lm, embed(tokens), mask, positions, cache)
     finished = finished or beams  # out of steps: the live beams as they are
     return max(finished, key=lambda h: h[1] / max(1, len(h[0]) + 1))[0]
