@@ -32,11 +32,12 @@ from ctxasr.a2p.config import A2PConfig
 from ctxasr.a2p.data import Example, read_examples
 from ctxasr.a2p.scorer import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from ctxasr.errors import CtxasrError
+from ctxasr.training import RunState, read_toml
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib
+    pass
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,7 @@ class TrainConfig:
 def read_config(path: str | Path) -> TrainConfig:
     """A ``TrainConfig`` from a TOML file; unknown keys are errors, not ignored."""
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise CtxasrError(str(p), f"cannot read the config: {err.strerror or err}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise CtxasrError(str(p), f"not a valid TOML file: {err}") from None
+    raw = read_toml(p)
     extra = set(raw) - {"train", "model"}
     if extra:
         raise CtxasrError(str(p), f"unknown table(s): {', '.join(sorted(extra))}")
@@ -212,11 +208,8 @@ def train(cfg: TrainConfig, progress: Callable[[int, int, float], None] | None =
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     model, opt, sched = accelerator.prepare(model, opt, sched)
-    state, marker = out / "state", out / "state" / "step.json"
-    start = 0
-    if marker.is_file():
-        accelerator.load_state(str(state))
-        start = json.loads(marker.read_text())["step"]
+    run = RunState(accelerator, out)
+    start = run.resume()
     started, loss_avg = time.perf_counter(), None
     model.train()
     for step in range(start, cfg.steps):
@@ -240,10 +233,7 @@ def train(cfg: TrainConfig, progress: Callable[[int, int, float], None] | None =
         if progress is not None:
             progress(step + 1, cfg.steps, loss_avg)
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            accelerator.wait_for_everyone()
-            accelerator.save_state(str(state))
-            if accelerator.is_main_process:
-                marker.write_text(json.dumps({"step": step + 1}))
+            run.save(step + 1)
     seconds = time.perf_counter() - started
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ctxasr.errors import CtxasrError
+from ctxasr.training import read_toml
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib
+    pass
 
 CONTEXT_START = "<|startofcontext|>"
 CONTEXT_END = "<|endofcontext|>"
@@ -161,12 +162,7 @@ def read_config(path: str | Path) -> TrainConfig:
         CtxasrError: ``"<file>: [table] key: problem"`` for a bad file, table or value.
     """
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise CtxasrError(str(p), f"cannot read the config: {err.strerror or err}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise CtxasrError(str(p), f"not a valid TOML file: {err}") from None
+    raw = read_toml(p)
     _known(p, "the file", raw, {"train", "model"})
     model = dict(raw.get("model", {}))
     parts = {"projector": ProjectorConfig, "pooling": PoolingConfig, "lora": LoRAConfig}

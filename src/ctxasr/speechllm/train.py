@@ -32,6 +32,7 @@ from ctxasr.speechllm.data import (
     word_pool,
 )
 from ctxasr.speechllm.model import SpeechLLM, batch_frames
+from ctxasr.training import RunState
 
 __all__ = ["evaluate", "read_config", "train"]
 
@@ -77,11 +78,8 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
     model, opt, sched = accelerator.prepare(model, opt, sched)
-    state, marker = out / "state", out / "state" / "step.json"
-    start = 0
-    if marker.is_file():
-        accelerator.load_state(str(state))
-        start = json.loads(marker.read_text())["step"]
+    run = RunState(accelerator, out)
+    start = run.resume()
     loss_avg, scores = None, {}
     for step in range(start, cfg.steps):
         model.train()
@@ -104,10 +102,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict:
         if progress is not None:
             progress(step + 1, cfg.steps, loss_avg)
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            accelerator.wait_for_everyone()
-            accelerator.save_state(str(state))
-            if accelerator.is_main_process:
-                marker.write_text(json.dumps({"step": step + 1}))
+            run.save(step + 1)
         if dev and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
             scores = evaluate(accelerator.unwrap_model(model), dev, cache, pool, cfg)
     unwrapped = accelerator.unwrap_model(model).eval()
