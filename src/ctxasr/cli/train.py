@@ -5,6 +5,7 @@ path (one line, exit 1)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -46,12 +47,9 @@ def retriever(
 ) -> None:
     """Train the A2P retriever (audio scorer of --retriever hybrid/a2p); resumes a stopped run."""
     with user_errors():
-        from ctxasr.a2p.train import read_config, train
+        from ctxasr.a2p import train
 
-        cfg = read_config(config)
-        with _StepBar(enabled=show_progress(quiet)) as progress:
-            scores = train(cfg, progress)
-        typer.echo(f"{cfg.out}: trained {cfg.steps} steps; held-out {scores}", err=True)
+        _run(train, config, quiet, "held-out")
 
 
 @train_app.command("speechllm")
@@ -66,9 +64,14 @@ def speechllm(
 ) -> None:
     """Train the LLM-based contextual recognizer (SAP²-ASR); resumes a stopped run."""
     with user_errors():
-        from ctxasr.speechllm.train import read_config, train
+        from ctxasr.speechllm import train
 
-        cfg = read_config(config)
-        with _StepBar(enabled=show_progress(quiet)) as progress:
-            scores = train(cfg, progress)
-        typer.echo(f"{cfg.out}: trained {cfg.steps} steps; dev {scores}", err=True)
+        _run(train, config, quiet, "dev")
+
+
+def _run(recipe: ModuleType, config: Path, quiet: bool, scored_on: str) -> None:
+    """Read the recipe's config, train with a step bar, end with one line of scores."""
+    cfg = recipe.read_config(config)
+    with _StepBar(enabled=show_progress(quiet)) as progress:
+        scores = recipe.train(cfg, progress)
+    typer.echo(f"{cfg.out}: trained {cfg.steps} steps; {scored_on} {scores}", err=True)
