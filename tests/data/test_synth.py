@@ -21,6 +21,7 @@ from ctxasr.data.synth import (
     assign_voices,
     plan_synthesis,
     read_ref_rows,
+    read_sentence_rows,
     select_ids,
     speak,
     synth_dataset,
@@ -239,3 +240,27 @@ def test_cli_synth(tmp_path):
     [row] = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert (row["voice"], row["rate"]) == ("en", 170)
     assert collections.Counter(p.suffix for p in (out / "audio").iterdir()) == {".wav": 1}
+
+
+def test_training_sentences_become_reference_rows(tmp_path: Path) -> None:
+    text = tmp_path / "sentences.norm.txt"
+    text.write_text(
+        "the quilter sewed a coverlet\n"  # rare words: coverlet, quilter, sewed
+        "we went home\n"  # no rare word
+        "in eighteen 12 the war began\n"  # a digit: left out
+        "one two three four five six seven eight nine ten eleven twelve thirteen\n"
+    )
+    rows = read_sentence_rows(text, max_words=12)
+    assert sorted(rows) == ["sentences.norm-1", "sentences.norm-2"]
+    assert rows["sentences.norm-1"] == RefRow(
+        "the quilter sewed a coverlet", ("coverlet", "quilter", "sewed"), None
+    )
+    assert list(read_sentence_rows(text, max_words=12, min_rare=1)) == ["sentences.norm-1"]
+    with pytest.raises(CtxasrError, match="no sentence of 1 to 2 words"):
+        read_sentence_rows(text, max_words=2)
+
+
+def test_synth_needs_refs_or_sentences(tmp_path: Path) -> None:
+    result = CliRunner().invoke(data_app, ["synth", "-n", "1", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "give --refs or --sentences" in result.output

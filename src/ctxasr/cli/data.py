@@ -64,9 +64,6 @@ def biasing_lists(
 
 @data_app.command("synth")
 def synth(
-    refs: Annotated[
-        list[Path], typer.Option("--refs", help="Benchmark reference TSV. Repeatable.")
-    ],
     n: Annotated[
         int,
         typer.Option("-n", "--count", min=0, help="Utterances to pick from each reference file."),
@@ -74,6 +71,24 @@ def synth(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Folder for audio/ and manifest.jsonl.")
     ],
+    refs: Annotated[
+        list[Path] | None, typer.Option("--refs", help="Benchmark reference TSV. Repeatable.")
+    ] = None,
+    sentences: Annotated[
+        Path | None,
+        typer.Option(
+            "--sentences",
+            help="Training text instead of (or besides) --refs: one sentence a line, "
+            "lower case (text/sentences.norm.txt); lines with digits are skipped.",
+        ),
+    ] = None,
+    max_words: Annotated[
+        int, typer.Option("--max-words", min=1, help="Longest --sentences line to speak.")
+    ] = 40,
+    min_rare: Annotated[
+        int,
+        typer.Option("--min-rare-words", min=0, help="Fewest rare words a --sentences line needs."),
+    ] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Random seed for the selection.")] = 0,
     voices: Annotated[
         str | None,
@@ -106,7 +121,12 @@ def synth(
     with user_errors():
         from ctxasr.data.augment import PRESETS
         from ctxasr.data.engines import engine_voices
-        from ctxasr.data.synth import SynthOptions, synth_dataset
+        from ctxasr.data.synth import SynthOptions, read_sentence_rows, synth_dataset
+
+        if not refs and sentences is None:
+            raise CtxasrError("synth", "give --refs or --sentences: there is nothing to speak")
+        texts = [] if sentences is None else [
+            (sentences.name, read_sentence_rows(sentences, max_words=max_words, min_rare=min_rare))]  # fmt: skip
 
         options = SynthOptions(workers=workers)
         if engines is not None:
@@ -122,7 +142,7 @@ def synth(
             options = dataclasses.replace(options, voices=_split(voices, "--voices"))
         if rates is not None:
             options = dataclasses.replace(options, rates=_ints(rates, "--rates"))
-        spoken = synth_dataset(refs, n, seed, output, options)
+        spoken = synth_dataset(refs or [], n, seed, output, options, sentences=texts)
         hours = sum(u.duration for u in spoken) / 3600
         typer.echo(f"{output}: {len(spoken)} utterances, {hours:.2f} h of audio", err=True)
 

@@ -163,6 +163,37 @@ def read_ref_rows(path: str | Path) -> dict[str, RefRow]:
     }
 
 
+def read_sentence_rows(path: str | Path, min_words: int = 1, max_words: int = 40,
+                       min_rare: int = 0) -> dict[str, RefRow]:  # fmt: skip
+    """Training sentences, one a line (``text/sentences.norm.txt``: lower case, no
+    punctuation but apostrophes), as reference rows: id ``<file stem>-<line number>``,
+    the line as text, its rare words by the benchmark's rule, no biasing list.
+
+    Lines of fewer than ``min_words`` or more than ``max_words`` words, with fewer than
+    ``min_rare`` rare words (a set to train biasing on wants them), and lines with
+    digits (TTS voices and readers speak them differently), are left out.
+    """
+    from ctxasr.eval.manifest import rare_words_of
+
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CtxasrError(str(path), f"cannot read the sentences: {err}") from None
+    rows = {}
+    for number, line in enumerate(lines, 1):
+        words = line.split()
+        if min_words <= len(words) <= max_words and not re.search(r"\d", line):
+            text = " ".join(words)
+            rare = tuple(sorted(rare_words_of(text)))
+            if len(rare) >= min_rare:
+                rows[f"{path.stem}-{number}"] = RefRow(text, rare, None)
+    if not rows:
+        raise CtxasrError(str(path), f"has no sentence of {min_words} to {max_words} words "
+                          f"with {min_rare} rare words")  # fmt: skip
+    return rows
+
+
 def plan_synthesis(
     sources: Sequence[tuple[str, dict[str, RefRow]]],
     n_per_ref: int,
@@ -401,10 +432,12 @@ def synth_dataset(
     seed: int,
     outdir: str | Path,
     options: SynthOptions = SynthOptions(),
+    sentences: Sequence[tuple[str, dict[str, RefRow]]] = (),
 ) -> list[SynthUtterance]:
     """Read the reference files, pick ``n_per_ref`` utterances of each, speak them.
 
-    Files are taken in the order of their names, whatever the order of ``ref_paths``.
+    Files are taken in the order of their names, whatever the order of ``ref_paths``;
+    ``sentences`` (``(name, read_sentence_rows(...))``) are further sources, after them.
     """
     from ctxasr.data.engines import ESPEAK, split_voice
 
@@ -413,5 +446,7 @@ def synth_dataset(
     named = sorted((Path(p).name, Path(p)) for p in ref_paths)  # the --refs order is no matter
     if len({name for name, _ in named}) != len(named):
         raise CtxasrError("--refs", "two reference files have the same name")
-    sources = [(name, read_ref_rows(path)) for name, path in named]
+    sources = [(name, read_ref_rows(path)) for name, path in named] + list(sentences)
+    if not sources:
+        raise CtxasrError("synth", "needs reference files or sentences to speak")
     return synthesize(plan_synthesis(sources, n_per_ref, seed, options), outdir, options, seed)
