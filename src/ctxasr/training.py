@@ -7,6 +7,7 @@ A recipe is a TOML file; a run keeps accelerate's whole training state under
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,31 @@ def read_toml(path: Path) -> dict[str, Any]:
 class RunState:
     """accelerate's state of a run under ``out/state``, and the step it reached."""
 
-    def __init__(self, accelerator: Any, out: Path) -> None:  # accelerate.Accelerator
+    def __init__(self, accelerator: Any, out: Path,
+                 keep: Callable[[str], bool] | None = None) -> None:  # fmt: skip
+        """``keep``: which of the model's state-dict entries a saved state holds (None:
+        all). A frozen LLM needs no copy in every save: the speech LLM keeps only what
+        it trains, 11 MB instead of 540 MB, and loads the rest from its source."""
         self.accelerator = accelerator
         self.folder = out / "state"
         self.marker = self.folder / "step.json"
+        self.keep = keep
+        if keep is not None:
+            accelerator.register_save_state_pre_hook(self._trim)
+
+    def _trim(self, models: list, weights: list[dict], output_dir: str) -> None:
+        for state in weights:
+            for name in [k for k in state if not self.keep(k)]:
+                del state[name]
 
     def resume(self) -> int:
         """Load the saved state, if any; the step to continue from (0: a fresh run)."""
         if not self.marker.is_file():
             return 0
-        self.accelerator.load_state(str(self.folder))
+        if self.keep is None:
+            self.accelerator.load_state(str(self.folder))
+        else:  # the trimmed entries come from the model as built
+            self.accelerator.load_state(str(self.folder), strict=False)
         return json.loads(self.marker.read_text())["step"]
 
     def save(self, step: int) -> None:

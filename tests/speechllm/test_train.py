@@ -62,4 +62,10 @@ def test_the_loss_falls_and_a_stopped_run_resumes(recipe: Path) -> None:
     train(short, lambda step, total, loss: steps.append(step))
     assert steps == list(range(21, 31))
     assert json.loads((recipe / "resumed" / "state" / "step.json").read_text()) == {"step": 30}
+    from safetensors import safe_open
+
+    with safe_open(str(recipe / "resumed" / "state" / "model.safetensors"), "pt") as saved:
+        names = list(saved.keys())  # the frozen LM is not copied into every save
+    assert names and all(checkpoint.trained(k) for k in names)
+    assert any("lora_" in k for k in names)
     assert json.loads((recipe / "resumed" / "scores.json").read_text())["step"] == 30

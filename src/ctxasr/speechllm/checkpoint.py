@@ -29,8 +29,9 @@ LORA_WEIGHTS = "adapter_model.safetensors"
 FORMAT = 1
 
 
-def save(model: SpeechLLM, folder: str | Path) -> None:
-    """Write ``model``'s trained parts to ``folder`` (created if needed)."""
+def save(model: SpeechLLM, folder: str | Path, lowercase: bool = True) -> None:
+    """Write ``model``'s trained parts to ``folder`` (created if needed); ``lowercase``:
+    whether it was trained on lower-cased transcripts and terms."""
     from safetensors.torch import save_file
 
     out = Path(folder)
@@ -44,8 +45,19 @@ def save(model: SpeechLLM, folder: str | Path) -> None:
         "format": FORMAT,
         "model": model.config.to_json(),
         "encoders": _describe(model.encoders),
+        "lowercase": lowercase,
     }
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def trained(name: str) -> bool:
+    """Whether a state-dict entry of ``SpeechLLM`` is trained (the rest is the frozen LM)."""
+    return not name.startswith("lm.") or "lora_" in name
+
+
+def read_meta(folder: str | Path) -> dict:
+    """The checkpoint's ``config.json`` as a dict (checked)."""
+    return _meta(Path(folder) / CONFIG_FILE)
 
 
 def read_model_config(folder: str | Path) -> ModelConfig:

@@ -78,7 +78,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
     model, opt, sched = accelerator.prepare(model, opt, sched)
-    run = RunState(accelerator, out)
+    run = RunState(accelerator, out, keep=checkpoint.trained)
     start = run.resume()
     loss_avg, scores = None, {}
     for step in range(start, cfg.steps):
@@ -111,7 +111,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     if loss_avg is not None:
         scores = {**scores, "train_loss": round(loss_avg, 4)}
     if accelerator.is_main_process:
-        checkpoint.save(unwrapped, out)
+        checkpoint.save(unwrapped, out, lowercase=cfg.lowercase)
         (out / "scores.json").write_text(json.dumps({"step": cfg.steps, **scores}) + "\n")
     return scores
 
