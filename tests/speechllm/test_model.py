@@ -61,10 +61,11 @@ class Bonus:
     def __init__(self, tokens: list[int]) -> None:
         self.tokens, self.seen = tokens, []
 
-    def bonus(self, tokens):
+    def adjust(self, tokens, logp):
         self.seen.append(list(tokens))
         i = len(tokens)
-        return {self.tokens[i]: 100.0} if i < len(self.tokens) else {}
+        if i < len(self.tokens):
+            logp[self.tokens[i]] += 100.0
 
 
 @pytest.mark.parametrize("beam_size", [1, 3])

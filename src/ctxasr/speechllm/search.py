@@ -1,6 +1,6 @@
 """Greedy and beam search over a causal LM's KV cache, written out so that ctxasr owns the
-loop: a :class:`ScoreHook` (the context graph's shallow fusion, later) can add a bonus to
-any token's log-probability at every step of every hypothesis.
+loop: a :class:`ScoreHook` (the context graph's shallow fusion) can add a bonus to any
+token's log-probability at every step of every hypothesis.
 
 Both start from input *embeddings* (the speech LLM's prompt, context and speech) and feed
 back the embeddings of the chosen tokens (``embed``), so the LM never sees token ids.
@@ -9,7 +9,7 @@ back the embeddings of the chosen tokens (``embed``), so the LM never sees token
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
@@ -18,10 +18,12 @@ Embed = Callable[[torch.Tensor], torch.Tensor]  # (B, N) token ids -> (B, N, H)
 
 
 class ScoreHook(Protocol):
-    """Per-step score bonus: ``{token id: bonus}`` to add, in log-probability units, to
-    the next token's score of a hypothesis whose tokens so far are ``tokens``."""
+    """Per-step score adjustment: add bonuses, in log-probability units, to ``logp`` (the
+    next token's ``(V,)`` log-probabilities of a hypothesis whose tokens so far are
+    ``tokens``), in place. The context graph's shallow fusion is one
+    (``ctxasr.speechllm.fusion.GraphHook``)."""
 
-    def bonus(self, tokens: Sequence[int]) -> Mapping[int, float]: ...
+    def adjust(self, tokens: Sequence[int], logp: torch.Tensor) -> None: ...
 
 
 def _run(lm, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache):
@@ -48,8 +50,7 @@ def _adjust(logp: torch.Tensor, hyps: Sequence[Sequence[int]], banned: Sequence[
     logp[:, list(banned)] = float("-inf")
     if hook is not None:
         for row, tokens in enumerate(hyps):
-            for token, bonus in hook.bonus(tokens).items():
-                logp[row, token] += bonus
+            hook.adjust(tokens, logp[row])
     return logp
 
 
