@@ -23,7 +23,8 @@ from ctxasr.vad import VadOptions
 
 RETRIEVERS = ("hybrid", "a2p", "phonetic", "all", "none")
 LISTENING = ("hybrid", "a2p")  # retrievers that need the audio scorer
-BACKENDS = ("ct2", "torch")
+BACKENDS = ("ct2", "torch", "speechllm")
+FUSING = ("torch", "speechllm")  # backends whose search ctxasr owns: shallow fusion runs there
 TORCH_DTYPES = ("float32", "bfloat16")
 # Fields each request of the server sets for itself, as OpenAI's API has them.
 PER_REQUEST = ("language", "word_timestamps")
@@ -231,10 +232,17 @@ class ModelOptions:
     num_workers: int = option(1, "Decodes the model may run at once.", min=1)
     backend: str = option(
         "ct2", "ct2: CTranslate2 (fastest on CPUs); torch: ctxasr's PyTorch Whisper and beam "
-        "search on the same weights (needed for --fusion-weight; pip install torch==2.13.0 "
-        "'ctxasr[torch]').", "--backend", choices=BACKENDS,
+        "search on the same weights (pip install torch==2.13.0 'ctxasr[torch]'); speechllm: "
+        "Whisper cuts and hears, then a speech LLM transcribes with the picked terms in its "
+        "prompt (pip install 'ctxasr[speechllm]'; see the README). torch and speechllm "
+        "take --fusion-weight.", "--backend", choices=BACKENDS,
     )  # fmt: skip
     torch_weights: str | None = None
+    # The speech LLM's checkpoint folder (``ctxasr train speechllm``); None: the packaged one.
+    checkpoint: str | None = option(
+        None, "Speech LLM checkpoint folder for --backend speechllm (default: the packaged "
+        "one).", "--checkpoint", path=True,
+    )  # fmt: skip
     # The torch backend's precision: "float32" matches CTranslate2's float32 closely;
     # "bfloat16" is several times faster on CPUs with bf16 instructions (AVX512-BF16).
     torch_dtype: str = option(
@@ -246,10 +254,16 @@ class ModelOptions:
         check_fields(self)
         if self.torch_weights is not None and self.backend != "torch":
             raise OptionError("torch_weights", "torch_weights needs backend 'torch'")
+        if self.checkpoint is not None and self.backend != "speechllm":
+            raise OptionError("checkpoint", "checkpoint needs backend 'speechllm'")
 
 
 def check_backend(options: TranscribeOptions, backend: str) -> None:
-    """Shallow fusion runs in ctxasr's own beam search, which only the torch backend has."""
-    if options.fusion_weight > 0 and backend != "torch":
-        raise OptionError("fusion_weight", "fusion_weight needs backend torch: shallow fusion "
-                          "runs in the torch backend's beam search")  # fmt: skip
+    """Shallow fusion runs in ctxasr's own search, which only the torch and speechllm
+    backends have; the speech LLM gives no word timestamps."""
+    if options.fusion_weight > 0 and backend not in FUSING:
+        raise OptionError("fusion_weight", "fusion_weight needs backend torch or speechllm: "
+                          "shallow fusion runs in ctxasr's own search")  # fmt: skip
+    if options.word_timestamps and backend == "speechllm":
+        raise OptionError("word_timestamps", "the speechllm backend gives segment times, not "
+                          "word timestamps: use backend ct2 or torch")  # fmt: skip

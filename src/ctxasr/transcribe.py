@@ -93,6 +93,16 @@ class Transcriber:
             self._model.use_torch(model_options.torch_weights or self.resolved.path,
                                   model_options.torch_dtype,
                                   model_options.cpu_threads)  # fmt: skip
+        self._llm = None  # the speech LLM of backend "speechllm": Whisper cuts and hears
+        if self.backend == "speechllm":
+            from ctxasr.speechllm.recognizer import SpeechLLMRecognizer
+
+            self._llm = SpeechLLMRecognizer(model_options.checkpoint, model_options.cpu_threads)
+
+    @property
+    def model_name(self) -> str:
+        """The name results carry: the Whisper model's, or the speech LLM checkpoint's."""
+        return self._llm.name if self._llm is not None else self.resolved.name
 
     @property
     def multilingual(self) -> bool:
@@ -200,7 +210,11 @@ class Transcriber:
         terms = dedupe_terms(_as_term(t) for t in context)
         prompt, plan, fusion = EMPTY_PROMPT, None, None
         if terms and opts.retriever == "all":
-            if opts.context_prompt:
+            if opts.context_prompt and self._llm is not None:  # the LLM's longer prompt
+                from ctxasr.speechllm.recognizer import CONTEXT_BUDGET
+
+                prompt = build_prompt(terms, self._llm.encode, CONTEXT_BUDGET)
+            elif opts.context_prompt:
                 prompt = build_prompt(terms, self.encode, opts.prompt_budget)
             if opts.fusion_weight > 0:
                 fusion = Fusion(opts.fusion_weight, self.graph_for, self.graph_for(terms),
@@ -247,6 +261,57 @@ class _Listener:
         window = self.plan.window if self.plan is not None else (0.0, 0.0)
         self.heard.append((*window, evidence))
         return Retrieval((), (), 0.0)
+
+
+class _Heard:
+    """Pass 1's retriever for the speech LLM: asks the real one, records its picks in
+    the real plan, and answers "nothing" so that Whisper decodes no second pass."""
+
+    def __init__(self, plan: SeekPlan | None) -> None:
+        self.plan = plan
+        self.listens = bool(getattr(plan.retriever, "listens", False)) if plan else False
+        self.latest: tuple[str, ...] = ()  # the terms of the stretch decoded last
+
+    def retrieve(self, evidence: Evidence) -> Retrieval:
+        assert self.plan is not None
+        found = self.plan.retriever.retrieve(evidence)
+        heard = evidence.hypotheses[0] if evidence.hypotheses else ""
+        self.plan.record(found, heard, second_pass=True)  # the LLM always decodes
+        self.latest = tuple(e.term for e in found.selected)
+        return Retrieval((), (), 0.0)
+
+
+# The speech LLM was trained on single sentences: pass 1's segments are joined into
+# clips of at most this long, cut in the middle of the pauses between them.
+LLM_CLIP_SECONDS = 12.0
+
+
+def _clips(spans: Sequence[tuple[float, float, tuple[str, ...]]],
+           total: float) -> list[tuple[float, float, tuple[str, ...]]]:  # fmt: skip
+    """Pass 1's segments ``(start, end, terms)`` (seconds in the window) as clips: runs of
+    segments up to ``LLM_CLIP_SECONDS`` (a longer segment alone, cut at 30 s), their
+    bounds halfway between segments, the first from 0 and the last to ``total``; the
+    terms of a clip are its segments' together."""
+    from ctxasr.speechllm.recognizer import MAX_CLIP_SECONDS
+
+    spans = sorted((max(0.0, a), min(total, max(a, b)), t) for a, b, t in spans)
+    groups: list[list[tuple[float, float, tuple[str, ...]]]] = []
+    for span in spans:
+        if groups and span[1] - groups[-1][0][0] <= LLM_CLIP_SECONDS:
+            groups[-1].append(span)
+        else:
+            groups.append([span])
+    out = []
+    for i, group in enumerate(groups):
+        start = 0.0 if i == 0 else (groups[i - 1][-1][1] + group[0][0]) / 2
+        stop = total if i == len(groups) - 1 else (group[-1][1] + groups[i + 1][0][0]) / 2
+        terms = tuple(dict.fromkeys(t for _, _, ts in group for t in ts))
+        while stop - start > MAX_CLIP_SECONDS:
+            out.append((start, start + MAX_CLIP_SECONDS, terms))
+            start += MAX_CLIP_SECONDS
+        if stop > start:
+            out.append((start, stop, terms))
+    return out
 
 
 def _as_term(term: ContextTerm | str) -> ContextTerm:
@@ -331,8 +396,11 @@ class _Run:
 
     def decode(self, window: Window, samples: np.ndarray) -> None:
         offset = window.start / SAMPLE_RATE
-        with self.owner._model.using(self.prompt, self.plan, self.fusion):
-            self._decode(window, samples, offset)
+        if self.owner._llm is not None:
+            self._decode_llm(window, samples, offset)
+        else:
+            with self.owner._model.using(self.prompt, self.plan, self.fusion):
+                self._decode(window, samples, offset)
         if self.progress is not None:
             self.progress(window.end / SAMPLE_RATE, self.total)
 
@@ -376,6 +444,58 @@ class _Run:
         else:
             self.previous = []
 
+    def _decode_llm(self, window: Window, samples: np.ndarray, offset: float) -> None:
+        """Backend "speechllm": Whisper's pass 1 cuts the window into sentence-sized clips
+        and, with a two-pass retriever, picks each 30 s stretch's terms; the speech LLM
+        then transcribes each clip with its stretch's terms (or the whole list's prompt
+        with retriever "all") in its prompt."""
+        from ctxasr.speechllm.recognizer import Clip
+
+        opts, end = self.opts, window.end / SAMPLE_RATE
+        if self.plan is not None:
+            self.plan.window = (round(offset, 3), round(end, 3))
+        heard = _Heard(self.plan)
+        hear = SeekPlan(retriever=heard, terms={}, encode=self.owner.encode,
+                        nbest=self.plan.nbest) if self.plan is not None else None  # fmt: skip
+        spans: list[tuple[float, float, tuple[str, ...]]] = []
+        with self.owner._model.using(EMPTY_PROMPT, hear, None):
+            decoded, info = self.owner._model.transcribe(
+                samples, language="en", beam_size=opts.beam_size,
+                temperature=list(opts.temperatures),
+                compression_ratio_threshold=opts.compression_ratio_threshold,
+                log_prob_threshold=opts.log_prob_threshold,
+                no_speech_threshold=opts.no_speech_threshold,
+                condition_on_previous_text=opts.condition_on_previous_text, vad_filter=False,
+            )  # fmt: skip
+            for seg in decoded:  # each segment follows its stretch's retrieval
+                if seg.text.strip():
+                    spans.append((seg.start, seg.end, heard.latest))
+        if self.plan is not None:
+            self._offer(tuple(self.plan.used))
+        fixed = self.prompt.terms if opts.context_prompt else ()
+        clips = _clips(spans, len(samples) / SAMPLE_RATE)
+        batch = [Clip(samples[round(a * SAMPLE_RATE) : round(b * SAMPLE_RATE)],
+                      fixed or (terms if opts.context_prompt else ()))
+                 for a, b, terms in clips]  # fmt: skip
+        fused = None
+        if self.fusion is not None:
+            fused = [self.fusion.terms or terms for _, _, terms in clips]
+        texts = self.owner._llm.transcribe(batch, beam_size=opts.beam_size,
+                                           fusion_weight=opts.fusion_weight,
+                                           fusion_terms=fused)  # fmt: skip
+        for (a, b, _), clip, text in zip(clips, batch, texts):
+            if not text.strip() or _echoes_prompt(text, clip.terms):
+                continue
+            seg = Segment(start=min(round(a + offset, 3), end), end=min(round(b + offset, 3), end),
+                          text=" " + text.strip(), words=None, avg_logprob=0.0,
+                          no_speech_prob=0.0, temperature=0.0)  # fmt: skip
+            if self.speller is not None:
+                seg = _respell(seg, self.speller)
+            self.segments.append(seg)
+            if self.on_segment is not None:
+                self.on_segment(seg)
+        self.language = self.language or info.language
+
     def _previous_tail(self) -> list[int]:
         # Whisper's limit for the whole prompt; ``with_context`` trims further for pass 2.
         room = PROMPT_BUDGET - len(self.prompt.tokens)
@@ -390,7 +510,7 @@ class _Run:
             text=text,
             segments=tuple(self.segments),
             duration=duration,
-            model=self.owner.resolved.name,
+            model=self.owner.model_name,
             language=self.language or "",
             context_used=self.offered,
             picks=tuple(self.plan.picks) if self.plan is not None else (),

@@ -168,6 +168,9 @@ def _options(req: TranscriptionRequest, state: ServerState) -> TranscribeOptions
                            f"only, not {language!r}", code="unsupported_language",
                            param="language")  # fmt: skip
         language = "en"
+    if req.word_timestamps and state.transcriber.backend == "speechllm":
+        raise ApiError(400, "word timestamps are not available from the speechllm backend "
+                       "(segment times are)", param="timestamp_granularities[]")  # fmt: skip
     options = state.options
     # OpenAI: at 0 the model raises the temperature itself when decoding fails (the
     # fallback ladder); above 0, sample at that one temperature.

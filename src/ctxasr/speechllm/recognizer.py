@@ -1,0 +1,114 @@
+"""A trained speech LLM as a recognizer of short clips with context terms.
+
+``ctxasr.transcribe`` uses it as the second pass of ``backend="speechllm"``: Whisper's
+first pass cuts a recording into sentence-sized clips and the retriever picks each
+clip's terms; this module transcribes the clips with those terms in the LLM's prompt,
+optionally fusing the context graph into the search.
+
+The packaged checkpoint (``weights/``, trained by ``configs/speechllm/cpu.toml``) is the
+default; it needs the offline LLM and encoders it was trained with (the README's
+"Speech LLM" install line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ctxasr.errors import ModelError
+
+PACKAGED = Path(__file__).parent / "weights" / "smollm2-mose"
+MAX_CLIP_SECONDS = 30.0  # what one prompt holds (about 375 speech embeddings)
+# LLM tokens of context terms (before pooling) that retriever "all" may put in a prompt:
+# about 300 terms, a few times what Whisper's 223-token prompt holds.
+CONTEXT_BUDGET = 1024
+
+
+def packaged_checkpoint() -> Path:
+    """The checkpoint shipped with ctxasr."""
+    if not (PACKAGED / "config.json").is_file():
+        raise ModelError(str(PACKAGED), "the packaged speech LLM checkpoint is missing from "
+                         "this installation; pass a checkpoint folder")  # fmt: skip
+    return PACKAGED
+
+
+@dataclass(frozen=True)
+class Clip:
+    """16 kHz mono samples ``(n,)`` float32 and the context terms to prompt with."""
+
+    samples: np.ndarray
+    terms: tuple[str, ...] = ()
+
+
+class SpeechLLMRecognizer:
+    """Loads a checkpoint once; :meth:`transcribe` decodes clips in batches."""
+
+    def __init__(self, checkpoint: str | Path | None = None, threads: int = 0,
+                 batch: int = 4) -> None:  # fmt: skip
+        import torch
+
+        from ctxasr.speechllm import checkpoint as ckpt
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.path = Path(checkpoint) if checkpoint is not None else packaged_checkpoint()
+        if not self.path.is_dir():
+            raise ModelError(str(self.path), "not a folder: a speech LLM checkpoint is a folder")
+        self.model = ckpt.load(self.path)
+        self.lowercase = ckpt.read_meta(self.path).get("lowercase", True)
+        self.batch = batch
+        self.name = f"speechllm:{self.path.name}"
+        self._graphs: dict[tuple[str, ...], object] = {}
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` in the LLM's vocabulary."""
+        return self.model.tokenizer(text, add_special_tokens=False).input_ids
+
+    def terms(self, terms: Sequence[str]) -> list[str]:
+        """The terms as the model was trained to read them."""
+        out = [" ".join(t.lower().split() if self.lowercase else t.split()) for t in terms]
+        return list(dict.fromkeys(t for t in out if t))
+
+    def transcribe(self, clips: Sequence[Clip], beam_size: int = 1, fusion_weight: float = 0.0,
+                   fusion_terms: Sequence[Sequence[str]] | None = None,
+                   max_new_tokens: int = 160) -> list[str]:  # fmt: skip
+        """One transcript per clip. Greedy clips share a batch; beam search runs each
+        clip alone. ``fusion_terms`` (one list per clip; default: the clip's own terms)
+        are fused into the search with ``fusion_weight`` per token."""
+        from ctxasr.speechllm.model import batch_frames
+
+        for c in clips:
+            if len(c.samples) > MAX_CLIP_SECONDS * 16_000 + 1:
+                raise ValueError(f"a clip holds at most {MAX_CLIP_SECONDS:.0f} s of audio")
+        out: list[str] = []
+        step = self.batch if beam_size == 1 and not fusion_weight else 1
+        for start in range(0, len(clips), step):
+            part = clips[start : start + step]
+            frames = self.model.encode_speech([c.samples for c in part])
+            x, mask = batch_frames(frames)
+            contexts = [self.terms(c.terms) for c in part]
+            hook = None
+            if fusion_weight > 0:
+                fused = fusion_terms[start] if fusion_terms is not None else part[0].terms
+                hook = self._hook(self.terms(fused), fusion_weight)
+            out += self.model.generate(x, mask, contexts, max_new_tokens, beam_size, hook)
+        return out
+
+    def _hook(self, terms: list[str], weight: float):
+        from ctxasr.context.graph import ContextGraph
+        from ctxasr.context.terms import ContextTerm
+        from ctxasr.speechllm.fusion import GraphHook
+
+        if not terms:
+            return None
+        key = tuple(terms)
+        graph = self._graphs.get(key)
+        if graph is None:
+            if len(self._graphs) > 16:
+                self._graphs.clear()
+            graph = ContextGraph.from_terms([ContextTerm(t) for t in terms], self.encode, 1.0)
+            self._graphs[key] = graph
+        return GraphHook(graph, weight)
