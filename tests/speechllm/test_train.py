@@ -69,3 +69,12 @@ def test_the_loss_falls_and_a_stopped_run_resumes(recipe: Path) -> None:
     assert names and all(checkpoint.trained(k) for k in names)
     assert any("lora_" in k for k in names)
     assert json.loads((recipe / "resumed" / "scores.json").read_text())["step"] == 30
+
+
+def test_without_a_terminal_training_logs_step_lines(recipe: Path) -> None:
+    text = (recipe / "tiny.toml").read_text()
+    text = text.replace('out = "run"', 'out = "logged"').replace("steps = 100", "steps = 10")
+    (recipe / "logged.toml").write_text(text)
+    result = CliRunner().invoke(app, ["train", "speechllm", str(recipe / "logged.toml")])
+    assert result.exit_code == 0, result.output
+    assert "step 10/10  loss " in result.output and " s/step" in result.output

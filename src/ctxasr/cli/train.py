@@ -4,6 +4,7 @@ path (one line, exit 1)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated
@@ -69,9 +70,30 @@ def speechllm(
         _run(train, config, quiet, "dev")
 
 
+class _StepLog:
+    """Where stderr is no terminal (a log file, CI), a plain line every ``total / lines``
+    steps instead of the bar: the step, the smoothed loss and the pace."""
+
+    def __init__(self, lines: int = 50) -> None:
+        self.lines, self.first, self.start = lines, None, time.monotonic()
+
+    def __call__(self, step: int, total: int, loss: float) -> None:
+        if self.first is None:  # a resumed run starts past 0: pace from here
+            self.first, self.start = step - 1, time.monotonic()
+        every = max(1, total // self.lines)
+        if step % every and step != total:
+            return
+        pace = (time.monotonic() - self.start) / max(1, step - self.first)
+        typer.echo(f"step {step}/{total}  loss {loss:.4f}  {pace:.2f} s/step", err=True)
+
+
 def _run(recipe: ModuleType, config: Path, quiet: bool, scored_on: str) -> None:
-    """Read the recipe's config, train with a step bar, end with one line of scores."""
+    """Read the recipe's config, train with a step bar (or step lines when stderr is no
+    terminal), end with one line of scores."""
     cfg = recipe.read_config(config)
-    with _StepBar(enabled=show_progress(quiet)) as progress:
-        scores = recipe.train(cfg, progress)
+    if not quiet and not show_progress(quiet):
+        scores = recipe.train(cfg, _StepLog())
+    else:
+        with _StepBar(enabled=show_progress(quiet)) as progress:
+            scores = recipe.train(cfg, progress)
     typer.echo(f"{cfg.out}: trained {cfg.steps} steps; {scored_on} {scores}", err=True)
