@@ -10,18 +10,12 @@ config file's folder.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ctxasr.errors import CtxasrError
 from ctxasr.training import read_toml
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover
-    pass
 
 CONTEXT_START = "<|startofcontext|>"
 CONTEXT_END = "<|endofcontext|>"
