@@ -40,7 +40,10 @@ def save(model: SpeechLLM, folder: str | Path, lowercase: bool = True) -> None:
                if not k.startswith("lm.")}  # fmt: skip
     save_file(trained, str(out / WEIGHTS_FILE))
     if model.config.lora.r:
-        model.lm.save_pretrained(str(out / LORA_DIR), safe_serialization=True)
+        # The resized embedding rows are not trained (the two markers' rows live in
+        # ``new_tokens``): peft would otherwise copy the whole 220 MB matrix.
+        model.lm.save_pretrained(str(out / LORA_DIR), safe_serialization=True,
+                                 save_embedding_layers=False)  # fmt: skip
     meta = {
         "format": FORMAT,
         "model": model.config.to_json(),

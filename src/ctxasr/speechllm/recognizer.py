@@ -25,6 +25,7 @@ MAX_CLIP_SECONDS = 30.0  # what one prompt holds (about 375 speech embeddings)
 # LLM tokens of context terms (before pooling) that retriever "all" may put in a prompt:
 # about 300 terms, a few times what Whisper's 223-token prompt holds.
 CONTEXT_BUDGET = 1024
+TOKENS_PER_SECOND = 8  # most LLM tokens a clip's transcript may take per second of audio
 
 
 def packaged_checkpoint() -> Path:
@@ -90,11 +91,14 @@ class SpeechLLMRecognizer:
             frames = self.model.encode_speech([c.samples for c in part])
             x, mask = batch_frames(frames)
             contexts = [self.terms(c.terms) for c in part]
+            # Speech runs at 2-4 LLM tokens a second; a weak model's loop stops here.
+            seconds = max(len(c.samples) for c in part) / 16_000
+            limit = min(max_new_tokens, int(TOKENS_PER_SECOND * seconds) + 16)
             hook = None
             if fusion_weight > 0:
                 fused = fusion_terms[start] if fusion_terms is not None else part[0].terms
                 hook = self._hook(self.terms(fused), fusion_weight)
-            out += self.model.generate(x, mask, contexts, max_new_tokens, beam_size, hook)
+            out += self.model.generate(x, mask, contexts, limit, beam_size, hook)
         return out
 
     def _hook(self, terms: list[str], weight: float):
