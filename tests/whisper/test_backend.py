@@ -74,8 +74,8 @@ def test_word_timestamps_come_from_the_alignment_heads(torch_transcriber, ct2_fl
     assert all(0 < w.probability <= 1 for w in ours)
 
 
-def test_fusion_needs_the_torch_backend():
-    with pytest.raises(ValueError, match="torch backend"):
+def test_fusion_needs_a_backend_whose_search_ctxasr_owns():
+    with pytest.raises(ValueError, match="backend torch or speechllm"):
         Transcriber().transcribe(JFK, ["Kennedy"], options=TranscribeOptions(fusion_weight=1.0))
 
 
