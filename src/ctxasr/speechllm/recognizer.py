@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ctxasr.audio import SAMPLE_RATE
 from ctxasr.errors import ModelError
+from ctxasr.recent import Recent
 
 PACKAGED = Path(__file__).parent / "weights" / "smollm2-mose"
 MAX_CLIP_SECONDS = 30.0  # what one prompt holds (about 375 speech embeddings)
@@ -62,7 +64,7 @@ class SpeechLLMRecognizer:
         self.lowercase = ckpt.read_meta(self.path).get("lowercase", True)
         self.batch = batch
         self.name = f"speechllm:{self.path.name}"
-        self._graphs: dict[tuple[str, ...], object] = {}
+        self._graphs: Recent[tuple[str, ...], object] = Recent(16)  # context graphs
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` in the LLM's vocabulary."""
@@ -82,7 +84,7 @@ class SpeechLLMRecognizer:
         from ctxasr.speechllm.model import batch_frames
 
         for c in clips:
-            if len(c.samples) > MAX_CLIP_SECONDS * 16_000 + 1:
+            if len(c.samples) > MAX_CLIP_SECONDS * SAMPLE_RATE + 1:
                 raise ValueError(f"a clip holds at most {MAX_CLIP_SECONDS:.0f} s of audio")
         out: list[str] = []
         step = self.batch if beam_size == 1 and not fusion_weight else 1
@@ -92,7 +94,7 @@ class SpeechLLMRecognizer:
             x, mask = batch_frames(frames)
             contexts = [self.terms(c.terms) for c in part]
             # Speech runs at 2-4 LLM tokens a second; a weak model's loop stops here.
-            seconds = max(len(c.samples) for c in part) / 16_000
+            seconds = max(len(c.samples) for c in part) / SAMPLE_RATE
             limit = min(max_new_tokens, int(TOKENS_PER_SECOND * seconds) + 16)
             hook = None
             if fusion_weight > 0:
@@ -108,11 +110,6 @@ class SpeechLLMRecognizer:
 
         if not terms:
             return None
-        key = tuple(terms)
-        graph = self._graphs.get(key)
-        if graph is None:
-            if len(self._graphs) > 16:
-                self._graphs.clear()
-            graph = ContextGraph.from_terms([ContextTerm(t) for t in terms], self.encode, 1.0)
-            self._graphs[key] = graph
+        graph = self._graphs.get(tuple(terms), lambda: ContextGraph.from_terms(
+            [ContextTerm(t) for t in terms], self.encode, 1.0))  # fmt: skip
         return GraphHook(graph, weight)
