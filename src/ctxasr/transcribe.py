@@ -216,8 +216,9 @@ class Transcriber:
                 prompt = build_prompt(terms, self._llm.encode, CONTEXT_BUDGET)
             elif opts.context_prompt:
                 prompt = build_prompt(terms, self.encode, opts.prompt_budget)
-            if opts.fusion_weight > 0:
-                fusion = Fusion(opts.fusion_weight, self.graph_for, self.graph_for(terms),
+            if opts.fusion_weight > 0:  # the LLM builds its graph with its own tokenizer
+                graph = self.graph_for(terms) if self._llm is None else None
+                fusion = Fusion(opts.fusion_weight, self.graph_for, graph,
                                 tuple(t.text for t in terms))  # fmt: skip
         elif terms and opts.retriever not in ("all", "none"):
             plan = SeekPlan(
@@ -411,15 +412,9 @@ class _Run:
         decoded, info = self.owner._model.transcribe(
             samples,
             language=opts.language,
-            beam_size=opts.beam_size,
-            temperature=list(opts.temperatures),
-            compression_ratio_threshold=opts.compression_ratio_threshold,
-            log_prob_threshold=opts.log_prob_threshold,
-            no_speech_threshold=opts.no_speech_threshold,
-            condition_on_previous_text=opts.condition_on_previous_text,
             initial_prompt=self._previous_tail() or None,
             word_timestamps=opts.word_timestamps,
-            vad_filter=False,
+            **self._search(),
         )
         window_text: list[str] = []
         hot = False  # decoded only at a high fallback temperature: not worth repeating
@@ -444,6 +439,19 @@ class _Run:
         else:
             self.previous = []
 
+    def _search(self) -> dict:
+        """faster-whisper's search settings of every pass: beam, fallback, thresholds."""
+        opts = self.opts
+        return {
+            "beam_size": opts.beam_size,
+            "temperature": list(opts.temperatures),
+            "compression_ratio_threshold": opts.compression_ratio_threshold,
+            "log_prob_threshold": opts.log_prob_threshold,
+            "no_speech_threshold": opts.no_speech_threshold,
+            "condition_on_previous_text": opts.condition_on_previous_text,
+            "vad_filter": False,
+        }
+
     def _decode_llm(self, window: Window, samples: np.ndarray, offset: float) -> None:
         """Backend "speechllm": Whisper's pass 1 cuts the window into sentence-sized clips
         and, with a two-pass retriever, picks each 30 s stretch's terms; the speech LLM
@@ -459,14 +467,7 @@ class _Run:
                         nbest=self.plan.nbest) if self.plan is not None else None  # fmt: skip
         spans: list[tuple[float, float, tuple[str, ...]]] = []
         with self.owner._model.using(EMPTY_PROMPT, hear, None):
-            decoded, info = self.owner._model.transcribe(
-                samples, language="en", beam_size=opts.beam_size,
-                temperature=list(opts.temperatures),
-                compression_ratio_threshold=opts.compression_ratio_threshold,
-                log_prob_threshold=opts.log_prob_threshold,
-                no_speech_threshold=opts.no_speech_threshold,
-                condition_on_previous_text=opts.condition_on_previous_text, vad_filter=False,
-            )  # fmt: skip
+            decoded, info = self.owner._model.transcribe(samples, language="en", **self._search())
             for seg in decoded:  # each segment follows its stretch's retrieval
                 if seg.text.strip():
                     spans.append((seg.start, seg.end, heard.latest))

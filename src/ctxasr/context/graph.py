@@ -368,10 +368,11 @@ def _collector_paused() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Fusion:
-    """Shallow fusion for one transcription: ``graph`` is fixed (``terms``), or None to
-    build one with ``graph_for`` per second pass from the terms the retriever picked."""
+    """Shallow fusion for one transcription: fixed ``terms`` (and their Whisper ``graph``;
+    None where another decoder builds its own, the speech LLM), or none, to build a graph
+    with ``graph_for`` per second pass from the terms the retriever picked."""
 
     weight: float
     graph_for: Callable[[Sequence[ContextTerm]], ContextGraph]
     graph: ContextGraph | None = None
-    terms: tuple[str, ...] = ()  # the fixed graph's terms
+    terms: tuple[str, ...] = ()  # the fixed terms, fused in every pass
