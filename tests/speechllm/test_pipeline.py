@@ -3,8 +3,6 @@ transcribes; the CLI takes the backend and its checkpoint, and refuses what it c
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,66 +18,65 @@ from ctxasr.cli import app
 from ctxasr.options import ModelOptions, OptionError, TranscribeOptions
 from ctxasr.transcribe import Transcriber, _clips
 
-ROOT = Path(__file__).resolve().parents[2]
-CLIP = ROOT / "tests" / "fixtures" / "audio" / "1272-128104-0000.wav"
-TEXT = "mister quilter is the apostle of the middle classes and we are glad to welcome his gospel"
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """The tiny recipe, trained on the clip until it transcribes it."""
-    root = tmp_path_factory.mktemp("speechllm-pipeline")
-    row = {"audio_filepath": str(CLIP), "text": TEXT, "rare_words": ["quilter", "gospel"]}
-    (root / "train.jsonl").write_text((json.dumps(row) + "\n") * 2)
-    shutil.copy(ROOT / "configs" / "speechllm" / "tiny.toml", root / "tiny.toml")
-    result = CliRunner().invoke(app, ["train", "speechllm", str(root / "tiny.toml"), "-q"])
-    assert result.exit_code == 0, result.output
-    return root / "run"
-
-
-@pytest.fixture(scope="module")
-def transcriber(run: Path) -> Transcriber:
-    return Transcriber(model_options=ModelOptions(backend="speechllm", checkpoint=str(run)))
+def transcriber(tiny_run: Path) -> Transcriber:
+    """The pipeline over the tiny recipe's checkpoint, which transcribes ``clip`` exactly."""
+    return Transcriber(model_options=ModelOptions(backend="speechllm", checkpoint=str(tiny_run)))
 
 
 @pytest.mark.parametrize("retriever", ["phonetic", "all", "none"])
-def test_the_speech_llm_transcribes_with_the_picked_terms(transcriber, retriever: str) -> None:
+def test_the_speech_llm_transcribes_with_the_picked_terms(transcriber, clip: Path, clip_text: str,
+                                                           retriever: str) -> None:  # fmt: skip
     opts = TranscribeOptions(retriever=retriever)
-    result = transcriber.transcribe(CLIP, ["Quilter", "zanzibar"], options=opts)
-    assert result.text.lower() == TEXT
+    result = transcriber.transcribe(clip, ["Quilter", "zanzibar"], options=opts)
+    assert result.text.lower() == clip_text
     assert result.model == "speechllm:run"
     assert result.segments and 0.0 <= result.segments[0].start < result.segments[-1].end
     assert result.segments[-1].end <= result.duration + 1e-6
     if retriever == "phonetic":  # pass 1 heard the term and the plan recorded the pick
         assert any(e.term == "Quilter" for p in result.picks for e in p.selected)
         assert "Quilter" in result.text
+    if retriever == "all":  # the whole (short) list in the LLM's prompt
+        assert result.context_used == ("Quilter", "zanzibar") and result.picks == ()
     if retriever == "none":
         assert result.context_used == () and result.picks == ()
 
 
-def test_fusion_runs_in_the_speech_llms_search(transcriber) -> None:
-    opts = TranscribeOptions(fusion_weight=1.0, beam_size=2)
-    result = transcriber.transcribe(CLIP, ["Quilter"], options=opts)
-    assert result.text.lower() == TEXT
+@pytest.mark.parametrize("retriever", ["phonetic", "all"])
+def test_fusion_runs_in_the_speech_llms_search(transcriber, clip: Path, clip_text: str,
+                                               retriever: str, monkeypatch) -> None:  # fmt: skip
+    from ctxasr.speechllm.fusion import GraphHook
+
+    fused: list[int] = []  # the hypothesis lengths the graph was walked for
+    adjust = GraphHook.adjust
+    monkeypatch.setattr(GraphHook, "adjust",
+                        lambda self, tokens, logp: fused.append(len(tokens)) or
+                        adjust(self, tokens, logp))  # fmt: skip
+    opts = TranscribeOptions(fusion_weight=1.0, beam_size=2, retriever=retriever)
+    result = transcriber.transcribe(clip, ["Quilter"], options=opts)
+    assert result.text.lower() == clip_text
+    assert 0 in fused and max(fused) >= 10  # every step of the search, from the first
 
 
-def test_what_the_speech_llm_cannot_do_is_refused(transcriber) -> None:
+def test_what_the_speech_llm_cannot_do_is_refused(transcriber, clip: Path) -> None:
     with pytest.raises(OptionError, match="word timestamps"):
-        transcriber.transcribe(CLIP, options=TranscribeOptions(word_timestamps=True))
+        transcriber.transcribe(clip, options=TranscribeOptions(word_timestamps=True))
     with pytest.raises(OptionError, match="checkpoint needs backend"):
         ModelOptions(checkpoint="somewhere")
 
 
-def test_the_cli_takes_the_backend_and_a_bad_checkpoint_is_one_line(run: Path, tmp_path) -> None:
+def test_the_cli_takes_the_backend_and_a_bad_checkpoint_is_one_line(tiny_run: Path, clip: Path,
+                                                                   tmp_path: Path) -> None:  # fmt: skip
     terms = tmp_path / "terms.txt"
     terms.write_text("Quilter\n")
-    ok = CliRunner().invoke(app, ["transcribe", str(CLIP), "--backend", "speechllm",
-                                  "--checkpoint", str(run), "--context", str(terms)])  # fmt: skip
+    ok = CliRunner().invoke(app, ["transcribe", str(clip), "--backend", "speechllm",
+                                  "--checkpoint", str(tiny_run), "--context", str(terms)])  # fmt: skip
     assert ok.exit_code == 0, ok.output
     assert "Quilter" in ok.output
     bad = tmp_path / "empty"
     bad.mkdir()
-    out = CliRunner().invoke(app, ["transcribe", str(CLIP), "--backend", "speechllm",
+    out = CliRunner().invoke(app, ["transcribe", str(clip), "--backend", "speechllm",
                                    "--checkpoint", str(bad)])  # fmt: skip
     assert out.exit_code != 0
     assert "config.json" in out.output and len(out.output.strip().splitlines()) == 1, out.output
