@@ -33,11 +33,16 @@ def test_the_tiny_recipe_learns_its_clip(tiny_run: Path, clip: Path, clip_text: 
 
 def test_the_loss_falls_and_a_stopped_run_resumes(tiny_recipe: Path) -> None:
     cfg = read_config(tiny_recipe / "tiny.toml")
-    short = dataclasses.replace(cfg, out=str(tiny_recipe / "resumed"), steps=30, save_every=10,
-                                word_pool=str(tiny_recipe / "pool.txt"), dev="")  # fmt: skip
+    # both stages: CTC alone, then the LM's loss and CTC
+    short = dataclasses.replace(cfg, out=str(tiny_recipe / "resumed"), ctc_steps=5, steps=25,
+                                ctc_weight=0.3,
+                                save_every=10, word_pool=str(tiny_recipe / "pool.txt"),
+                                dev="")  # fmt: skip
     losses: list[float] = []
-    train(dataclasses.replace(short, steps=20), lambda step, total, loss: losses.append(loss))
-    assert losses[-1] < losses[0] - 1.0, losses  # nats
+    train(dataclasses.replace(short, steps=15), lambda step, total, loss: losses.append(loss))
+    assert len(losses) == 20
+    assert losses[4] < losses[0]  # CTC alone
+    assert losses[-1] < losses[5] - 1.0, losses  # then the LM's loss (and CTC), in nats
     steps: list[int] = []
     train(short, lambda step, total, loss: steps.append(step))
     assert steps == list(range(21, 31))
@@ -45,10 +50,35 @@ def test_the_loss_falls_and_a_stopped_run_resumes(tiny_recipe: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(tiny_recipe / "resumed" / "state" / "model.safetensors"), "pt") as saved:
-        names = list(saved.keys())  # the frozen LM is not copied into every save
-    assert names and all(checkpoint.trained(k) for k in names)
-    assert any("lora_" in k for k in names)
+        names = list(saved.keys())
+    # the frozen LM is not copied into every save; LoRA and the aligner are
+    assert not [k for k in names if k.startswith("model.lm.") and "lora_" not in k]
+    assert any("lora_" in k for k in names) and "aligner.blank" in names
     assert json.loads((tiny_recipe / "resumed" / "scores.json").read_text())["step"] == 30
+
+
+def test_the_ctc_stage_trains_the_speech_side_alone(tiny_recipe: Path, clip: Path,
+                                                     clip_text: str) -> None:  # fmt: skip
+    import torch
+
+    from ctxasr.speechllm.align import CTCAligner
+    from ctxasr.speechllm.model import SpeechLLM
+    from ctxasr.speechllm.train import Objective
+
+    model = SpeechLLM(read_config(tiny_recipe / "tiny.toml").model)
+    objective = Objective(model, CTCAligner(model.token_table().shape[1]))
+    x, mask = batch_frames(model.encode_speech([load_audio(clip)]))
+    objective(x, mask, [["gospel"]], [clip_text], lm=False, ctc_weight=1.0).backward()
+    grads = {n for n, p in objective.named_parameters() if p.grad is not None}
+    assert grads and all(
+        n.startswith(("model.mose.", "model.projector.", "aligner.")) for n in grads
+    )
+    assert "aligner.blank" in grads and any(n.startswith("model.projector.") for n in grads)
+    objective.zero_grad()
+    objective(x, mask, [["gospel"]], [clip_text], lm=True, ctc_weight=0.3).backward()
+    grads = {n for n, p in objective.named_parameters() if p.grad is not None}
+    assert "aligner.blank" in grads and any("lora_" in n for n in grads)
+    assert torch.isfinite(objective.aligner.log_scale.grad)
 
 
 def test_without_a_terminal_training_logs_step_lines(tiny_recipe: Path) -> None:

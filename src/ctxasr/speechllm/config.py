@@ -121,7 +121,10 @@ class TrainConfig:
     dev: str = ""  # manifest scored every ``eval_every`` steps and at the end ("": none)
     word_pool: str = ""  # distractor words, one a line ("": the training set's rare words)
     seed: int = 0
-    steps: int = 2000  # optimizer updates
+    steps: int = 2000  # optimizer updates of the whole model (after ``ctc_steps``)
+    ctc_steps: int = 0  # updates of the speech side alone by CTC first (speechllm.align)
+    ctc_weight: float = 0.0  # the CTC loss's weight beside the LM's during ``steps``
+    ctc_lr: float = 0.0  # the CTC stage's learning rate (0: ``lr``)
     batch: int = 8  # utterances per micro-batch
     grad_accum: int = 1  # micro-batches per update
     lr: float = 1e-4
@@ -142,9 +145,14 @@ class TrainConfig:
                      "bucket", "max_new_tokens"):  # fmt: skip
             _at_least(self, name, 1)
         _at_least(self, "warmup", 0)
+        _at_least(self, "ctc_steps", 0)
         _at_least(self, "distractors", 0)
+        if self.ctc_weight < 0:
+            raise ValueError(f"ctc_weight must not be negative, got {self.ctc_weight}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.ctc_lr < 0:
+            raise ValueError(f"ctc_lr must not be negative, got {self.ctc_lr}")
         if not 0.0 <= self.no_context <= 1.0:
             raise ValueError(f"no_context must be a probability in [0, 1], got {self.no_context}")
 

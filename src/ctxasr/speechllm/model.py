@@ -104,11 +104,21 @@ class SpeechLLM(nn.Module):
     def _ids(self, ids: list[int]) -> torch.Tensor:
         return self.embed(torch.tensor(ids, dtype=torch.long, device=self.new_tokens.device))
 
+    def project(self, speech: torch.Tensor,
+                speech_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Encoder frames ``(B, T, sum D_i)``, ``(B, T)`` -> the LM's speech embeddings
+        ``(B, S, H)`` and their mask ``(B, S)``: MoSE, then the projector."""
+        return self.projector(self.mose(speech), speech_mask)
+
+    def token_table(self) -> torch.Tensor:
+        """The LM's frozen input embeddings ``(V, H)`` (the context markers' rows included)."""
+        return self.lm.get_input_embeddings().weight
+
     def prefix(self, speech: torch.Tensor, speech_mask: torch.Tensor,
                contexts: Sequence[Sequence[str]]) -> list[torch.Tensor]:  # fmt: skip
         """Each utterance's LM input before its target, ``(N_i, H)``, from ``speech
         (B, T, sum D_i)`` encoder frames, ``speech_mask (B, T)`` and keyword lists."""
-        s, smask = self.projector(self.mose(speech), speech_mask)  # (B, S, H), (B, S)
+        s, smask = self.project(speech, speech_mask)  # (B, S, H), (B, S)
         if any(contexts):
             texts = [", ".join(c) for c in contexts]
             tok = self.tokenizer(texts, add_special_tokens=False, padding=True,

@@ -2,7 +2,10 @@
 
 One loop over ``accelerate`` (one CPU, a GPU with bf16, or DDP), seeded and resumable:
 every ``save_every`` steps the whole training state goes to ``OUT/state`` and a rerun of
-the same command continues from there. The frozen encoders run once per audio file
+the same command continues from there. With ``ctc_steps``, the run starts by aligning the
+speech side alone with the LM's token embeddings by CTC (``ctxasr.speechllm.align``, no
+pass through the LM, at ``ctc_lr``), then trains everything for ``steps`` with the LM's
+loss plus ``ctc_weight`` times CTC. The frozen encoders run once per audio file
 (``OUT/cache``, ``ctxasr.speechllm.data``); each step then trains MoSE, the projector,
 the pooling, the context markers' embeddings and LoRA on ``grad_accum`` micro-batches of
 ``batch`` utterances, each with a fresh SAP²-style context. Every ``eval_every`` steps and
@@ -19,9 +22,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from ctxasr.eval.score import BiasingScores, score_text
 from ctxasr.speechllm import checkpoint
+from ctxasr.speechllm.align import CTCAligner
 from ctxasr.speechllm.config import TrainConfig, read_config
 from ctxasr.speechllm.data import (
     FrameCache,
@@ -40,9 +46,13 @@ Progress = Callable[[int, int, float], None]  # (step, total steps, smoothed los
 
 
 def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
-    """Linear warm-up, then cosine decay to 0."""
+    """The CTC stage: linear warm-up to ``ctc_lr``, then constant. The whole model's: a
+    new linear warm-up (LoRA and the pooling start there), then cosine decay to 0."""
 
     def factor(step: int) -> float:
+        if step < cfg.ctc_steps:
+            return min(1.0, (step + 1) / max(1, cfg.warmup)) * (cfg.ctc_lr or cfg.lr) / cfg.lr
+        step -= cfg.ctc_steps
         if step < cfg.warmup:
             return (step + 1) / cfg.warmup
         done = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -51,9 +61,31 @@ def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
+class Objective(nn.Module):
+    """One step's loss: the LM's cross-entropy of the targets, the CTC alignment loss, or
+    both. One module, so that DDP sees every trained parameter in one ``forward``."""
+
+    def __init__(self, model: SpeechLLM, aligner: CTCAligner | None) -> None:
+        super().__init__()
+        self.model, self.aligner = model, aligner
+
+    def forward(self, speech: torch.Tensor, mask: torch.Tensor, contexts: Sequence[Sequence[str]],
+                targets: Sequence[str], lm: bool, ctc_weight: float) -> torch.Tensor:  # fmt: skip
+        loss = self.model(speech, mask, contexts, targets) if lm else speech.new_zeros(())
+        if ctc_weight and self.aligner is not None:
+            s, smask = self.model.project(speech, mask)  # (B, S, H), (B, S)
+            ids = [self.model.tokenizer(t, add_special_tokens=False).input_ids for t in targets]
+            loss = loss + ctc_weight * self.aligner(s, smask, self.model.token_table(), ids)
+        return loss
+
+
+def _kept(name: str) -> bool:
+    """What a saved training state holds: the aligner and the model's trained parts."""
+    return name.startswith("aligner.") or checkpoint.trained(name.removeprefix("model."))
+
+
 def train(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     """Train (or resume) the run of ``cfg`` and export it; returns the final dev scores."""
-    import torch
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import set_seed
 
@@ -74,24 +106,31 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     model = SpeechLLM(cfg.model)
     cache = FrameCache(out / "cache", model.encoders)
     batches = Schedule([len(cache.frames(u.audio)) for u in utts], cfg.batch, cfg.bucket, cfg.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
+    aligner = CTCAligner(model.token_table().shape[1]) if cfg.ctc_steps or cfg.ctc_weight else None
+    objective = Objective(model, aligner)
+    params = [p for p in objective.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
-    model, opt, sched = accelerator.prepare(model, opt, sched)
-    run = RunState(accelerator, out, keep=checkpoint.trained)
+    objective, opt, sched = accelerator.prepare(objective, opt, sched)
+    run = RunState(accelerator, out, keep=_kept)
     start = run.resume()
+    total = cfg.ctc_steps + cfg.steps
     loss_avg, scores = None, {}
-    for step in range(start, cfg.steps):
-        model.train()
+    for step in range(start, total):
+        objective.train()
+        aligning = step < cfg.ctc_steps
+        if step == cfg.ctc_steps:
+            loss_avg = None  # from here it is the LM's loss, not comparable
         for micro in range(cfg.grad_accum):
             idx = batches(step * cfg.grad_accum + micro)
             rng = np.random.default_rng([cfg.seed, step, micro])
             contexts = [training_context(rng, utts[i], pool, cfg.distractors, cfg.no_context)
                         for i in idx]  # fmt: skip
             x, mask = batch_frames([cache.frames(utts[i].audio) for i in idx])
-            with accelerator.accumulate(model):
-                loss = model(x.to(accelerator.device), mask.to(accelerator.device), contexts,
-                             [utts[i].text for i in idx])  # fmt: skip
+            with accelerator.accumulate(objective):
+                loss = objective(x.to(accelerator.device), mask.to(accelerator.device), contexts,
+                                 [utts[i].text for i in idx], lm=not aligning,
+                                 ctc_weight=1.0 if aligning else cfg.ctc_weight)  # fmt: skip
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, 1.0)
@@ -100,19 +139,20 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict:
                 opt.zero_grad()
             loss_avg = loss.item() if loss_avg is None else 0.9 * loss_avg + 0.1 * loss.item()
         if progress is not None:
-            progress(step + 1, cfg.steps, loss_avg)
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            progress(step + 1, total, loss_avg)
+        if (step + 1) % cfg.save_every == 0 or step + 1 == total:
             run.save(step + 1)
-        if dev and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
-            scores = evaluate(accelerator.unwrap_model(model), dev, cache, pool, cfg)
-    unwrapped = accelerator.unwrap_model(model).eval()
+        done = step + 1 - cfg.ctc_steps  # updates of the whole model
+        if dev and done > 0 and (done % cfg.eval_every == 0 or step + 1 == total):
+            scores = evaluate(accelerator.unwrap_model(objective).model, dev, cache, pool, cfg)
+    unwrapped = accelerator.unwrap_model(objective).model.eval()
     if dev and not scores:  # a finished run, rerun: score what was trained
         scores = evaluate(unwrapped, dev, cache, pool, cfg)
     if loss_avg is not None:
         scores = {**scores, "train_loss": round(loss_avg, 4)}
     if accelerator.is_main_process:
         checkpoint.save(unwrapped, out, lowercase=cfg.lowercase)
-        (out / "scores.json").write_text(json.dumps({"step": cfg.steps, **scores}) + "\n")
+        (out / "scores.json").write_text(json.dumps({"step": total, **scores}) + "\n")
     return scores
 
 
@@ -128,8 +168,6 @@ def dev_context(utt: Utterance, pool: Sequence[str], cfg: TrainConfig, index: in
 def evaluate(model: SpeechLLM, dev: Sequence[Utterance], cache: FrameCache,
              pool: Sequence[str], cfg: TrainConfig) -> dict:  # fmt: skip
     """Greedy transcripts of ``dev``, scored: WER, U-WER and B-WER (percent), normalised."""
-    import torch
-
     was_training = model.training
     model.eval()
     total = BiasingScores()
