@@ -187,14 +187,29 @@ class TranscribeOptions:
     # Store the index of a large context (>= 2,000 terms) on disk under its content hash
     # ($CTXASR_CACHE, else ~/.cache/ctxasr/index), so the next run skips the build.
     cache_index: bool = True
-    # Shallow fusion (torch backend only): during beam search each token that continues
-    # a chosen term earns ``fusion_weight`` in log-probability, taken back if the term
-    # is abandoned (``context.graph``). The terms are those the retriever chose: pass
-    # 2's picks with "phonetic", the whole list with "all". 0 turns fusion off.
+    # Shallow fusion (torch and speechllm backends): during beam search each token that
+    # continues a chosen term earns ``fusion_weight`` in log-probability, taken back if the
+    # term is abandoned (``context.graph``). The terms are those the retriever chose: pass
+    # 2's picks with "phonetic", the whole list with "all". 0 turns fusion off. The
+    # packaged speech LLM reads its prompt's terms poorly; fusion at 3 is what cut its
+    # B-WER (bench/results/speechllm.md).
     fusion_weight: float = option(
-        0.0, "Shallow fusion (torch backend): log-probability bonus per token of a context "
-        "term the beam search is spelling, taken back if it stops short. 0: off.",
+        0.0, "Shallow fusion (torch and speechllm backends): log-probability bonus per token "
+        "of a context term the search is spelling, taken back if it stops short. 0: off.",
         "--fusion-weight", min=0.0,
+    )  # fmt: skip
+    # Joint CTC/attention decoding of the speech LLM (backend "speechllm", checkpoints
+    # trained with a CTC head): each step weighs the LM's log-probability by 1 - w and the
+    # CTC prefix score's gain by w. On the packaged CPU-trained checkpoint (bench/results/
+    # speechllm.md) real-speech WER was 127.6 with the LM alone and 45.2 at w = 0.7, chosen
+    # on the first 20 real-speech clips (w 0.5 / 0.7 / 0.9: WER 56 / 50 / 48, B-WER best at
+    # 0.7); the CTC side keeps a weak LM from wandering off the audio. A well-trained LLM
+    # wants less (0.3 is usual). Other backends, and checkpoints without a CTC head,
+    # ignore it.
+    ctc_weight: float = option(
+        0.7, "Speech LLM backend: weight of the CTC prefix score in joint CTC/attention "
+        "decoding (checkpoints with a CTC head; 0: the LM alone).", "--ctc-weight",
+        min=0.0, max=1.0,
     )  # fmt: skip
     # Whether the chosen terms also go into the decoder prompt. Off gives fusion only.
     context_prompt: bool = option(

@@ -483,7 +483,8 @@ class _Run:
             fused = [self.fusion.terms or terms for _, _, terms in clips]
         texts = self.owner._llm.transcribe(batch, beam_size=opts.beam_size,
                                            fusion_weight=opts.fusion_weight,
-                                           fusion_terms=fused)  # fmt: skip
+                                           fusion_terms=fused,
+                                           ctc_weight=opts.ctc_weight)  # fmt: skip
         for (a, b, _), clip, text in zip(clips, batch, texts):
             if not text.strip() or _echoes_prompt(text, clip.terms):
                 continue

@@ -35,6 +35,7 @@ TARGETS = ["mister quilter", "hello"]
 def saved(tmp_path_factory) -> tuple[SpeechLLM, Path, tuple]:
     torch.manual_seed(0)
     model = SpeechLLM(CONFIG)
+    model.add_ctc()
     with torch.no_grad():  # as if trained: LoRA's B starts at zero, SAP's query too
         for p in model.parameters():
             if p.requires_grad:
@@ -59,6 +60,9 @@ def test_a_saved_model_loads_with_identical_outputs(saved) -> None:
     assert model.generate(x, mask, CONTEXTS, 6, beam_size=3) == loaded.generate(
         x, mask, CONTEXTS, 6, beam_size=3
     )
+    assert loaded.ctc is not None and torch.equal(loaded.ctc.blank, model.ctc.blank)
+    joint = {"max_new_tokens": 6, "beam_size": 2, "ctc_weight": 0.5}
+    assert model.generate(x, mask, CONTEXTS, **joint) == loaded.generate(x, mask, CONTEXTS, **joint)
 
 
 def test_the_checkpoint_holds_only_trained_parts(saved) -> None:
@@ -67,7 +71,7 @@ def test_the_checkpoint_holds_only_trained_parts(saved) -> None:
 
     names = set(load_file(str(folder / "speech_adapter.safetensors")))
     assert not any(n.startswith("lm.") for n in names)
-    assert {"new_tokens", "mose.gate.weight", "pooling.query.weight"} <= names
+    assert {"new_tokens", "mose.gate.weight", "pooling.query.weight", "ctc.blank"} <= names
     lora = load_file(str(folder / "lora" / "adapter_model.safetensors"))
     assert lora and all("lora_" in n for n in lora)
 

@@ -51,9 +51,9 @@ def test_the_loss_falls_and_a_stopped_run_resumes(tiny_recipe: Path) -> None:
 
     with safe_open(str(tiny_recipe / "resumed" / "state" / "model.safetensors"), "pt") as saved:
         names = list(saved.keys())
-    # the frozen LM is not copied into every save; LoRA and the aligner are
+    # the frozen LM is not copied into every save; LoRA and the CTC head are
     assert not [k for k in names if k.startswith("model.lm.") and "lora_" not in k]
-    assert any("lora_" in k for k in names) and "aligner.blank" in names
+    assert any("lora_" in k for k in names) and "model.ctc.blank" in names
     assert json.loads((tiny_recipe / "resumed" / "scores.json").read_text())["step"] == 30
 
 
@@ -61,30 +61,32 @@ def test_the_ctc_stage_trains_the_speech_side_alone(tiny_recipe: Path, clip: Pat
                                                      clip_text: str) -> None:  # fmt: skip
     import torch
 
-    from ctxasr.speechllm.align import CTCAligner
     from ctxasr.speechllm.model import SpeechLLM
     from ctxasr.speechllm.train import Objective
 
     model = SpeechLLM(read_config(tiny_recipe / "tiny.toml").model)
-    objective = Objective(model, CTCAligner(model.token_table().shape[1]))
+    model.add_ctc()
+    objective = Objective(model)
     x, mask = batch_frames(model.encode_speech([load_audio(clip)]))
     objective(x, mask, [["gospel"]], [clip_text], lm=False, ctc_weight=1.0).backward()
     grads = {n for n, p in objective.named_parameters() if p.grad is not None}
     assert grads and all(
-        n.startswith(("model.mose.", "model.projector.", "aligner.")) for n in grads
+        n.startswith(("model.mose.", "model.projector.", "model.ctc.")) for n in grads
     )
-    assert "aligner.blank" in grads and any(n.startswith("model.projector.") for n in grads)
+    assert "model.ctc.blank" in grads and any(n.startswith("model.projector.") for n in grads)
     objective.zero_grad()
     objective(x, mask, [["gospel"]], [clip_text], lm=True, ctc_weight=0.3).backward()
     grads = {n for n, p in objective.named_parameters() if p.grad is not None}
-    assert "aligner.blank" in grads and any("lora_" in n for n in grads)
-    assert torch.isfinite(objective.aligner.log_scale.grad)
+    assert "model.ctc.blank" in grads and any("lora_" in n for n in grads)
+    assert torch.isfinite(model.ctc.log_scale.grad)
 
 
 def test_without_a_terminal_training_logs_step_lines(tiny_recipe: Path) -> None:
     text = (tiny_recipe / "tiny.toml").read_text()
     text = text.replace('out = "run"', 'out = "logged"').replace("steps = 100", "steps = 10")
+    text = text.replace("[train]\n", "[train]\nctc_steps = 2\n")
     (tiny_recipe / "logged.toml").write_text(text)
     result = CliRunner().invoke(app, ["train", "speechllm", str(tiny_recipe / "logged.toml")])
     assert result.exit_code == 0, result.output
-    assert "step 10/10  loss " in result.output and " s/step" in result.output
+    assert "step 12/12  loss " in result.output and " s/step" in result.output
+    assert "trained 12 steps" in result.output  # the CTC stage's steps count

@@ -91,9 +91,19 @@ def _run(recipe: ModuleType, config: Path, quiet: bool, scored_on: str) -> None:
     """Read the recipe's config, train with a step bar (or step lines when stderr is no
     terminal), end with one line of scores."""
     cfg = recipe.read_config(config)
+    total = [cfg.steps]  # as the recipe counts them: a speech LLM's CTC stage is in it
+
+    def counting(progress):
+        def report(step: int, steps: int, loss: float) -> None:
+            total[0] = steps
+            if progress is not None:  # a quiet bar is None
+                progress(step, steps, loss)
+
+        return report
+
     if not quiet and not show_progress(quiet):
-        scores = recipe.train(cfg, _StepLog())
+        scores = recipe.train(cfg, counting(_StepLog()))
     else:
         with _StepBar(enabled=show_progress(quiet)) as progress:
-            scores = recipe.train(cfg, progress)
-    typer.echo(f"{cfg.out}: trained {cfg.steps} steps; {scored_on} {scores}", err=True)
+            scores = recipe.train(cfg, counting(progress))
+    typer.echo(f"{cfg.out}: trained {total[0]} steps; {scored_on} {scores}", err=True)

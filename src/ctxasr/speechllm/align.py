@@ -13,8 +13,9 @@ read, and the LM's LoRA only has to learn to copy from it.
 It trains only the speech side (MoSE, projector) and its own blank and scale, needs no
 pass through the LM, and is cheap: a ``(B, S, V)`` product per step. ``ctxasr train``
 uses it for ``ctc_steps`` updates before the LM's loss is switched on, and at
-``ctc_weight`` beside it afterwards. It is not part of a checkpoint: decoding never uses
-it.
+``ctc_weight`` beside it afterwards. Its two parameters are saved with the checkpoint
+(``SpeechLLM.ctc``), and decoding uses its frame posteriors for joint CTC/attention
+search (``ctxasr.speechllm.search.CTCPrefixScorer``).
 """
 
 from __future__ import annotations

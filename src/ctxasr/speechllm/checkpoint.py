@@ -3,7 +3,8 @@
 A checkpoint folder holds::
 
     config.json                  the ModelConfig, the encoders' widths and frame rates
-    speech_adapter.safetensors   MoSE, projector, pooling and the two new token embeddings
+    speech_adapter.safetensors   MoSE, projector, pooling, the two new token embeddings
+                                 and the CTC head (``ctc.*``), if the run trained one
     lora/                        peft's adapter (adapter_model.safetensors, adapter_config.json)
 
 :func:`load` rebuilds the model from ``config.json`` (loading the same LM and encoders by
@@ -128,6 +129,8 @@ def _read(path: Path) -> dict:
 
 def _load_trained(model: SpeechLLM, path: Path) -> None:
     weights = _read(path)
+    if any(k.startswith("ctc.") for k in weights):
+        model.add_ctc()
     own = {k: v for k, v in model.state_dict().items() if not k.startswith("lm.")}
     bad = sorted(set(own) ^ set(weights)) or sorted(k for k in own
                                                     if own[k].shape != weights[k].shape)  # fmt: skip

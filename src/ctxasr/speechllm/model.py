@@ -8,9 +8,9 @@ the plain ``prompt \\n speech \\n``; ``prompt_ids`` in ``ctxasr.speechllm.prompt
 
 An utterance without context takes ``prompt_no_context`` instead, with no context span.
 The loss is cross-entropy on the target tokens and the eos only. What is trained: MoSE's
-projections and gate, the projector, SAP's projections, the two new tokens' embeddings
-and LoRA; the LM itself and the encoders stay frozen. Encoder frames may come from a
-cache (``encode_speech`` is apart from ``forward``).
+projections and gate, the projector, SAP's projections, the two new tokens' embeddings,
+LoRA and, when the run uses one, the CTC head (``add_ctc``); the LM itself and the
+encoders stay frozen. Encoder frames may come from a cache (``encode_speech`` is apart from ``forward``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctxasr.speechllm import search
+from ctxasr.speechllm.align import CTCAligner
 from ctxasr.speechllm.config import CONTEXT_END, CONTEXT_START, TINY_LLM, ModelConfig
 from ctxasr.speechllm.interfaces import SpeechEncoder, load_encoder
 from ctxasr.speechllm.mose import MoSE, align_frames
@@ -77,6 +78,7 @@ class SpeechLLM(nn.Module):
         self.lm = self._with_lora(lm)
         self.eos = self.tokenizer.eos_token_id
         self.ids: PromptIds = prompt_ids(self.tokenizer, config)
+        self.ctc: CTCAligner | None = None  # add_ctc(): trained with a CTC loss
 
     def _with_lora(self, lm):
         if not self.config.lora.r:
@@ -118,7 +120,11 @@ class SpeechLLM(nn.Module):
                contexts: Sequence[Sequence[str]]) -> list[torch.Tensor]:  # fmt: skip
         """Each utterance's LM input before its target, ``(N_i, H)``, from ``speech
         (B, T, sum D_i)`` encoder frames, ``speech_mask (B, T)`` and keyword lists."""
-        s, smask = self.project(speech, speech_mask)  # (B, S, H), (B, S)
+        return self._prefix(*self.project(speech, speech_mask), contexts)
+
+    def _prefix(self, s: torch.Tensor, smask: torch.Tensor,
+                contexts: Sequence[Sequence[str]]) -> list[torch.Tensor]:  # fmt: skip
+        """:meth:`prefix` from the projected speech ``(B, S, H)`` and its mask ``(B, S)``."""
         if any(contexts):
             texts = [", ".join(c) for c in contexts]
             tok = self.tokenizer(texts, add_special_tokens=False, padding=True,
@@ -153,15 +159,33 @@ class SpeechLLM(nn.Module):
         return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), y[:, 1:].flatten(),
                                ignore_index=IGNORE)  # fmt: skip
 
+    def add_ctc(self) -> CTCAligner:
+        """Give the model a CTC head over the LM's token embeddings (``ctxasr.speechllm.
+        align``): trained beside the LM's loss, saved in the checkpoint, and used by
+        :meth:`generate` for joint CTC/attention decoding."""
+        self.ctc = CTCAligner(self.token_table().shape[1]).to(self.new_tokens.device)
+        return self.ctc
+
     @torch.no_grad()
     def generate(self, speech: torch.Tensor, speech_mask: torch.Tensor,
                  contexts: Sequence[Sequence[str]], max_new_tokens: int = 128,
-                 beam_size: int = 1, hook: search.ScoreHook | None = None) -> list[str]:  # fmt: skip
-        """Transcripts: greedy for ``beam_size`` 1 (batched), else beam search per utterance."""
-        prefixes = [p.to(self._lm_dtype) for p in self.prefix(speech, speech_mask, contexts)]
+                 beam_size: int = 1, hook: search.ScoreHook | None = None,
+                 ctc_weight: float = 0.0) -> list[str]:  # fmt: skip
+        """Transcripts: greedy for ``beam_size`` 1 (batched), else beam search per utterance.
+        With ``ctc_weight`` above 0 and a CTC head (:meth:`add_ctc`), each utterance is
+        decoded alone by joint CTC/attention search (``search.beam_search``; beam 1 is its
+        greedy form); without a head the weight is ignored."""
+        s, smask = self.project(speech, speech_mask)  # (B, S, H), (B, S)
+        prefixes = [p.to(self._lm_dtype) for p in self._prefix(s, smask, contexts)]
         args = {"eos": self.eos, "max_new_tokens": max_new_tokens, "banned": self.special,
                 "hook": hook}  # fmt: skip
-        if beam_size == 1:
+        if self.ctc is not None and ctc_weight > 0:
+            frames = self.ctc.logits(s, self.token_table())  # (B, S, V + 1)
+            hyps = [search.beam_search(self.lm, self._embed_lm, p[None], beam_size=beam_size,
+                                       ctc=search.CTCPrefixScorer(f[m]), ctc_weight=ctc_weight,
+                                       **args)
+                    for p, f, m in zip(prefixes, frames, smask)]  # fmt: skip
+        elif beam_size == 1:
             x, mask = _pad(prefixes, left=True)
             hyps = search.greedy(self.lm, self._embed_lm, x, mask, **args)
         else:

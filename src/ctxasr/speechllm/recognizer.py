@@ -66,6 +66,11 @@ class SpeechLLMRecognizer:
         self.name = f"speechllm:{self.path.name}"
         self._graphs: Recent[tuple[str, ...], object] = Recent(16)  # context graphs
 
+    @property
+    def has_ctc(self) -> bool:
+        """Whether the checkpoint has a CTC head, for joint CTC/attention decoding."""
+        return self.model.ctc is not None
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` in the LLM's vocabulary."""
         return self.model.tokenizer(text, add_special_tokens=False).input_ids
@@ -77,17 +82,20 @@ class SpeechLLMRecognizer:
 
     def transcribe(self, clips: Sequence[Clip], beam_size: int = 1, fusion_weight: float = 0.0,
                    fusion_terms: Sequence[Sequence[str]] | None = None,
-                   max_new_tokens: int = 160) -> list[str]:  # fmt: skip
+                   max_new_tokens: int = 160, ctc_weight: float = 0.0) -> list[str]:  # fmt: skip
         """One transcript per clip. Greedy clips share a batch; beam search runs each
         clip alone. ``fusion_terms`` (one list per clip; default: the clip's own terms)
-        are fused into the search with ``fusion_weight`` per token."""
+        are fused into the search with ``fusion_weight`` per token. ``ctc_weight``: the
+        CTC prefix score's share in joint decoding, for checkpoints with a CTC head
+        (:attr:`has_ctc`); others ignore it."""
         from ctxasr.speechllm.model import batch_frames
 
         for c in clips:
             if len(c.samples) > MAX_CLIP_SECONDS * SAMPLE_RATE + 1:
                 raise ValueError(f"a clip holds at most {MAX_CLIP_SECONDS:.0f} s of audio")
         out: list[str] = []
-        step = self.batch if beam_size == 1 and not fusion_weight else 1
+        joint = ctc_weight > 0 and self.has_ctc
+        step = self.batch if beam_size == 1 and not fusion_weight and not joint else 1
         for start in range(0, len(clips), step):
             part = clips[start : start + step]
             frames = self.model.encode_speech([c.samples for c in part])
@@ -100,7 +108,8 @@ class SpeechLLMRecognizer:
             if fusion_weight > 0:
                 fused = fusion_terms[start] if fusion_terms is not None else part[0].terms
                 hook = self._hook(self.terms(fused), fusion_weight)
-            out += self.model.generate(x, mask, contexts, limit, beam_size, hook)
+            out += self.model.generate(x, mask, contexts, limit, beam_size, hook,
+                                       ctc_weight if joint else 0.0)  # fmt: skip
         return out
 
     def _hook(self, terms: list[str], weight: float):

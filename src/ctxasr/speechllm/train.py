@@ -27,7 +27,6 @@ from torch import nn
 
 from ctxasr.eval.score import BiasingScores, score_text
 from ctxasr.speechllm import checkpoint
-from ctxasr.speechllm.align import CTCAligner
 from ctxasr.speechllm.config import TrainConfig, read_config
 from ctxasr.speechllm.data import (
     FrameCache,
@@ -62,26 +61,27 @@ def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
 
 
 class Objective(nn.Module):
-    """One step's loss: the LM's cross-entropy of the targets, the CTC alignment loss, or
-    both. One module, so that DDP sees every trained parameter in one ``forward``."""
+    """One step's loss: the LM's cross-entropy of the targets, the CTC alignment loss of
+    the model's CTC head, or both. One module, so that DDP sees every trained parameter
+    in one ``forward``."""
 
-    def __init__(self, model: SpeechLLM, aligner: CTCAligner | None) -> None:
+    def __init__(self, model: SpeechLLM) -> None:
         super().__init__()
-        self.model, self.aligner = model, aligner
+        self.model = model
 
     def forward(self, speech: torch.Tensor, mask: torch.Tensor, contexts: Sequence[Sequence[str]],
                 targets: Sequence[str], lm: bool, ctc_weight: float) -> torch.Tensor:  # fmt: skip
         loss = self.model(speech, mask, contexts, targets) if lm else speech.new_zeros(())
-        if ctc_weight and self.aligner is not None:
+        if ctc_weight and self.model.ctc is not None:
             s, smask = self.model.project(speech, mask)  # (B, S, H), (B, S)
             ids = [self.model.tokenizer(t, add_special_tokens=False).input_ids for t in targets]
-            loss = loss + ctc_weight * self.aligner(s, smask, self.model.token_table(), ids)
+            loss = loss + ctc_weight * self.model.ctc(s, smask, self.model.token_table(), ids)
         return loss
 
 
 def _kept(name: str) -> bool:
-    """What a saved training state holds: the aligner and the model's trained parts."""
-    return name.startswith("aligner.") or checkpoint.trained(name.removeprefix("model."))
+    """What a saved training state holds: the model's trained parts (its CTC head too)."""
+    return checkpoint.trained(name.removeprefix("model."))
 
 
 def train(cfg: TrainConfig, progress: Progress | None = None) -> dict:
@@ -106,8 +106,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     model = SpeechLLM(cfg.model)
     cache = FrameCache(out / "cache", model.encoders)
     batches = Schedule([len(cache.frames(u.audio)) for u in utts], cfg.batch, cfg.bucket, cfg.seed)
-    aligner = CTCAligner(model.token_table().shape[1]) if cfg.ctc_steps or cfg.ctc_weight else None
-    objective = Objective(model, aligner)
+    if cfg.ctc_steps or cfg.ctc_weight:
+        model.add_ctc()
+    objective = Objective(model)
     params = [p for p in objective.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
