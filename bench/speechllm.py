@@ -11,12 +11,14 @@ Systems, each a ``Transcriber`` run over the whole set in this one process:
 * ``whisper``: packaged tiny.en (CTranslate2 int8, beam 5), no context;
 * ``whisper pruned N=1000``: the same with speech-aware pruning (phonetic retriever);
 * ``llm none``: ``backend="speechllm"`` (the checkpoint given, by default the packaged
-  one), no context: Whisper's pass 1 cuts the clips, the LLM transcribes them;
+  one), no context: Whisper's pass 1 cuts the clips, the LLM transcribes them (beam 5; with
+  joint CTC/attention decoding when the checkpoint has a CTC head);
+* ``llm none, LM alone``: the same with ``ctc_weight`` 0 (checkpoints with a CTC head);
 * ``llm pruned N=1000``: pass 1 and the phonetic retriever pick the terms of each 30 s
   stretch from the N=1,000 list, the LLM gets them in its prompt;
 * ``llm whole N=100``: the whole N=100 list in every prompt (retriever "all");
-* ``llm pruned N=1000 + fusion``: pruned, and the picked terms fused into a beam-4
-  search with weight 1.0 (``--fusion``).
+* ``llm pruned N=1000 + fusion W``: pruned, and the picked terms fused into the search
+  with weight W (``--fusion``, ``--fusion-weight``, default 3).
 
 Scores are Whisper-normalised (``score_text``). Time: wall seconds per audio second
 (RTF) of the whole system, on this machine's CPU threads; ``LLM tok/s``: tokens the LLM
@@ -26,7 +28,8 @@ tokens: mean LLM positions the context took per prompted clip, after pooling.
 Usage::
 
     python bench/speechllm.py [--checkpoint DIR] [--sets real real2 synth-hard]
-        [--limit K] [--fusion] [--out bench/results] [--name speechllm]
+        [--limit K] [--fusion [--fusion-weight W]] [--only SYSTEM ...]
+        [--out bench/results] [--name speechllm]
 
 Writes ``NAME.md`` and ``NAME.json`` (per-system scores, times and settings).
 """
@@ -165,6 +168,8 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["real", "real2", "synth-hard"])
     parser.add_argument("--limit", type=int, default=0, help="first K utterances of each set")
     parser.add_argument("--fusion", action="store_true")
+    parser.add_argument("--fusion-weight", type=float, default=3.0)
+    parser.add_argument("--only", nargs="+", default=[], help="run only the systems named")
     parser.add_argument("--no-whisper", action="store_true", help="skip the Whisper rows")
     parser.add_argument(
         "--pool", type=Path, default=DATA / "librispeech-biasing" / "words" / "all_rare_words.txt"
@@ -182,7 +187,9 @@ def main() -> None:
     report = {"checkpoint": str(llm._llm.path), "machine": platform.processor() or
               platform.machine(), "threads": args.threads, "sets": {}}  # fmt: skip
     md = [f"# Speech LLM benchmark\n\nCheckpoint `{llm._llm.path}`; {args.threads} CPU "
-          f"threads; Whisper tiny.en CTranslate2 int8, beam 5; the LLM greedy unless said. "
+          f"threads; Whisper tiny.en CTranslate2 int8, beam 5; the LLM beam 5"
+          f"{f', joint CTC/attention decoding at CTC weight {base.ctc_weight}' if llm._llm.has_ctc else ''}"
+          f" unless said. "
           f"Columns: WER / U-WER / B-WER in percent (Whisper-normalised), RTF (wall seconds "
           f"per audio second, whole system), LLM tokens per second of the LLM stage (its "
           f"encoders included), context "
@@ -200,15 +207,21 @@ def main() -> None:
                 ("whisper", whisper, base, None, None),
                 ("whisper pruned N=1000", whisper, base, n1000, None),
             ]
+        systems.append(("llm none", llm, base, None, meter))
+        if llm._llm.has_ctc:  # the same without joint CTC decoding
+            systems.append(("llm none, LM alone", llm, dataclasses.replace(base, ctc_weight=0.0),
+                            None, meter))  # fmt: skip
         systems += [
-            ("llm none", llm, base, None, meter),
             ("llm pruned N=1000", llm, base, n1000, meter),
             ("llm whole N=100", llm, dataclasses.replace(base, retriever="all"),
              n100, meter),
         ]  # fmt: skip
         if args.fusion:
-            fused = dataclasses.replace(base, fusion_weight=1.0, beam_size=4)
-            systems.append(("llm pruned N=1000 + fusion", llm, fused, n1000, meter))
+            fused = dataclasses.replace(base, fusion_weight=args.fusion_weight)
+            systems.append((f"llm pruned N=1000 + fusion {args.fusion_weight:g}", llm, fused,
+                            n1000, meter))  # fmt: skip
+        if args.only:
+            systems = [s for s in systems if s[0] in args.only]
         outcomes = [run_system(s, t, items, o, f, m) for s, t, o, f, m in systems]
         hours = sum(o.audio for o in outcomes[:1]) / 3600
         md.append(f"## {name} ({len(items)} utterances, {hours:.2f} h)\n\n{table(outcomes)}\n")

@@ -22,6 +22,11 @@ def test_the_packaged_checkpoint_is_small_and_well_formed() -> None:
     names = {f.relative_to(PACKAGED).as_posix() for f in files}
     assert {"config.json", "speech_adapter.safetensors", "lora/adapter_model.safetensors",
             "lora/adapter_config.json", "MODEL_CARD.md"} <= names  # fmt: skip
+    from safetensors import safe_open
+
+    with safe_open(str(PACKAGED / "speech_adapter.safetensors"), "np") as weights:
+        names = list(weights.keys())
+    assert "ctc.blank" in names  # decoded jointly with its CTC head by default
 
 
 offline = all(importlib.util.find_spec(m) for m in ("torch", "transformers", "peft",
