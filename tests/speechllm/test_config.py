@@ -30,6 +30,8 @@ def test_the_tiny_recipe_reads() -> None:
         ('[train]\ntrain = "a"\nout = "x"\nstepz = 3\n', r"unknown key\(s\) in \[train\]: stepz"),
         ('[train]\ntrain = "a"\nout = "x"\nsteps = "many"\n', r"\[train\] steps: must be a int"),
         ('[train]\ntrain = "a"\nout = "x"\nno_context = 2.0\n', r"\[train\] no_context must be"),
+        ('[train]\ntrain = "a"\nout = "x"\ndev_ctc_weight = 1.5\n',
+         r"\[train\] dev_ctc_weight must be in \[0, 1\]"),
         ('[train]\ntrain = "a"\nout = "x"\n[model.pooling]\nkind = "max"\n',
          r"\[model.pooling\] kind must be one of sap, mean, none, got 'max'"),
         ('[train]\ntrain = "a"\nout = "x"\n[model.pooling]\nwindow = 0\n',

@@ -34,10 +34,11 @@ def test_the_tiny_recipe_learns_its_clip(tiny_run: Path, clip: Path, clip_text: 
 def test_the_loss_falls_and_a_stopped_run_resumes(tiny_recipe: Path) -> None:
     cfg = read_config(tiny_recipe / "tiny.toml")
     # both stages: CTC alone, then the LM's loss and CTC
+    # scored at the end by joint CTC/attention decoding with the run's CTC head
     short = dataclasses.replace(cfg, out=str(tiny_recipe / "resumed"), ctc_steps=5, steps=25,
-                                ctc_weight=0.3,
+                                ctc_weight=0.3, dev_ctc_weight=0.5,
                                 save_every=10, word_pool=str(tiny_recipe / "pool.txt"),
-                                dev="")  # fmt: skip
+                                dev=str(tiny_recipe / "train.jsonl"))  # fmt: skip
     losses: list[float] = []
     train(dataclasses.replace(short, steps=15), lambda step, total, loss: losses.append(loss))
     assert len(losses) == 20
@@ -54,7 +55,8 @@ def test_the_loss_falls_and_a_stopped_run_resumes(tiny_recipe: Path) -> None:
     # the frozen LM is not copied into every save; LoRA and the CTC head are
     assert not [k for k in names if k.startswith("model.lm.") and "lora_" not in k]
     assert any("lora_" in k for k in names) and "model.ctc.blank" in names
-    assert json.loads((tiny_recipe / "resumed" / "scores.json").read_text())["step"] == 30
+    scores = json.loads((tiny_recipe / "resumed" / "scores.json").read_text())
+    assert scores["step"] == 30 and scores["dev_utterances"] == 2 and scores["wer"] >= 0
 
 
 def test_the_ctc_stage_trains_the_speech_side_alone(tiny_recipe: Path, clip: Path,

@@ -137,6 +137,9 @@ class TrainConfig:
     lowercase: bool = True  # targets (and contexts) lower-cased
     bucket: int = 20  # micro-batches per duration bucket
     max_new_tokens: int = 128  # dev decoding
+    # Dev decoding by joint CTC/attention search at this CTC weight (a run with a CTC head;
+    # as ``ctxasr transcribe --ctc-weight``); 0: greedy by the LM alone, batched.
+    dev_ctc_weight: float = 0.0
     threads: int = 2  # CPU threads of torch
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -151,6 +154,8 @@ class TrainConfig:
             raise ValueError(f"ctc_weight must not be negative, got {self.ctc_weight}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.dev_ctc_weight <= 1.0:
+            raise ValueError(f"dev_ctc_weight must be in [0, 1], got {self.dev_ctc_weight}")
         if self.ctc_lr < 0:
             raise ValueError(f"ctc_lr must not be negative, got {self.ctc_lr}")
         if not 0.0 <= self.no_context <= 1.0:

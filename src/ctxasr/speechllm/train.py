@@ -168,7 +168,8 @@ def dev_context(utt: Utterance, pool: Sequence[str], cfg: TrainConfig, index: in
 
 def evaluate(model: SpeechLLM, dev: Sequence[Utterance], cache: FrameCache,
              pool: Sequence[str], cfg: TrainConfig) -> dict:  # fmt: skip
-    """Greedy transcripts of ``dev``, scored: WER, U-WER and B-WER (percent), normalised."""
+    """Greedy transcripts of ``dev`` (joint CTC/attention ones at ``dev_ctc_weight``),
+    scored: WER, U-WER and B-WER (percent), normalised."""
     was_training = model.training
     model.eval()
     total = BiasingScores()
@@ -178,7 +179,8 @@ def evaluate(model: SpeechLLM, dev: Sequence[Utterance], cache: FrameCache,
             part = dev[start : start + cfg.batch]
             x, mask = batch_frames([cache.frames(u.audio) for u in part])
             contexts = [dev_context(u, pool, cfg, start + i) for i, u in enumerate(part)]
-            hyps = model.generate(x.to(device), mask.to(device), contexts, cfg.max_new_tokens)
+            hyps = model.generate(x.to(device), mask.to(device), contexts, cfg.max_new_tokens,
+                                  ctc_weight=cfg.dev_ctc_weight)  # fmt: skip
             for u, hyp in zip(part, hyps):
                 total += score_text(u.text, hyp, u.rare, normalize="whisper")
     model.train(was_training)
