@@ -111,7 +111,7 @@ def test_the_frames_pull_the_search_and_end_it(model: SpeechLLM, beam_size: int)
     assert joint == said
 
 
-def test_generate_uses_the_ctc_head(model: SpeechLLM) -> None:
+def test_generate_uses_the_ctc_head(model: SpeechLLM, monkeypatch) -> None:
     rng = np.random.default_rng(0)
     speech = model.encode_speech([rng.standard_normal(n).astype(np.float32)
                                   for n in (16_000, 9_000)])  # fmt: skip
@@ -120,9 +120,19 @@ def test_generate_uses_the_ctc_head(model: SpeechLLM) -> None:
     x, mask = batch_frames(speech)
     plain = model.generate(x, mask, [["quilter"], []], max_new_tokens=6)
     assert model.generate(x, mask, [["quilter"], []], 6, ctc_weight=0.5) == plain  # no head
+    scored: list[int] = []  # frames per utterance the joint search was given
+
+    class Counting(search.CTCPrefixScorer):
+        def __init__(self, logp: torch.Tensor) -> None:
+            scored.append(len(logp))
+            super().__init__(logp)
+
+    monkeypatch.setattr(search, "CTCPrefixScorer", Counting)
     try:
         model.add_ctc()
         joint = model.generate(x, mask, [["quilter"], []], 6, ctc_weight=0.5)
+        frames = model.project(x, mask)[1].sum(1).tolist()  # projected frames per utterance
+        assert scored == frames and frames[0] > frames[1]  # each searched with its own
         alone = [model.generate(*batch_frames([s]), [c], 6, ctc_weight=0.5)[0]
                  for s, c in zip(speech, [["quilter"], []])]  # fmt: skip
         assert joint == alone and all(isinstance(t, str) for t in joint)

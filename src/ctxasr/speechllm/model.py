@@ -10,7 +10,8 @@ An utterance without context takes ``prompt_no_context`` instead, with no contex
 The loss is cross-entropy on the target tokens and the eos only. What is trained: MoSE's
 projections and gate, the projector, SAP's projections, the two new tokens' embeddings,
 LoRA and, when the run uses one, the CTC head (``add_ctc``); the LM itself and the
-encoders stay frozen. Encoder frames may come from a cache (``encode_speech`` is apart from ``forward``).
+encoders stay frozen. Encoder frames may come from a cache (``encode_speech`` is apart
+from ``forward``).
 """
 
 from __future__ import annotations
@@ -148,8 +149,14 @@ class SpeechLLM(nn.Module):
     def forward(self, speech: torch.Tensor, speech_mask: torch.Tensor,
                 contexts: Sequence[Sequence[str]], targets: Sequence[str]) -> torch.Tensor:  # fmt: skip
         """Mean cross-entropy of the target tokens (and eos) given the speech and context."""
+        return self.lm_loss(*self.project(speech, speech_mask), contexts, targets)
+
+    def lm_loss(self, s: torch.Tensor, smask: torch.Tensor, contexts: Sequence[Sequence[str]],
+                targets: Sequence[str]) -> torch.Tensor:  # fmt: skip
+        """:meth:`forward` from the projected speech ``(B, S, H)`` and its mask ``(B, S)``,
+        for a caller that uses the projection for another loss too."""
         rows, labels = [], []
-        for p, text in zip(self.prefix(speech, speech_mask, contexts), targets):
+        for p, text in zip(self._prefix(s, smask, contexts), targets):
             t = torch.tensor(self.target_ids(text), device=p.device)
             rows.append(torch.cat([p, self.embed(t)]))  # (N_b + L_b, H)
             labels.append(F.pad(t, (len(p), 0), value=IGNORE))  # (N_b + L_b,)

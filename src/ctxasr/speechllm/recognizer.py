@@ -108,8 +108,7 @@ class SpeechLLMRecognizer:
             if fusion_weight > 0:
                 fused = fusion_terms[start] if fusion_terms is not None else part[0].terms
                 hook = self._hook(self.terms(fused), fusion_weight)
-            out += self.model.generate(x, mask, contexts, limit, beam_size, hook,
-                                       ctc_weight if joint else 0.0)  # fmt: skip
+            out += self.model.generate(x, mask, contexts, limit, beam_size, hook, ctc_weight)
         return out
 
     def _hook(self, terms: list[str], weight: float):

@@ -71,9 +71,9 @@ class Objective(nn.Module):
 
     def forward(self, speech: torch.Tensor, mask: torch.Tensor, contexts: Sequence[Sequence[str]],
                 targets: Sequence[str], lm: bool, ctc_weight: float) -> torch.Tensor:  # fmt: skip
-        loss = self.model(speech, mask, contexts, targets) if lm else speech.new_zeros(())
+        s, smask = self.model.project(speech, mask)  # (B, S, H), (B, S): once for both
+        loss = self.model.lm_loss(s, smask, contexts, targets) if lm else s.new_zeros(())
         if ctc_weight and self.model.ctc is not None:
-            s, smask = self.model.project(speech, mask)  # (B, S, H), (B, S)
             ids = [self.model.tokenizer(t, add_special_tokens=False).input_ids for t in targets]
             loss = loss + ctc_weight * self.model.ctc(s, smask, self.model.token_table(), ids)
         return loss
