@@ -23,8 +23,11 @@ from ctxasr.vad import VadOptions
 
 RETRIEVERS = ("hybrid", "a2p", "phonetic", "all", "none")
 LISTENING = ("hybrid", "a2p")  # retrievers that need the audio scorer
-BACKENDS = ("ct2", "torch", "speechllm")
-FUSING = ("torch", "speechllm")  # backends whose search ctxasr owns: shallow fusion runs there
+BACKENDS = ("ct2", "torch", "speechllm", "madeon")
+FUSING = ("torch", "speechllm", "madeon")  # backends whose search ctxasr owns: fusion runs there
+# Backends whose second pass is a recognizer of clips that Whisper's first pass cut:
+# segment times, no word timestamps; a checkpoint folder.
+CLIP_BACKENDS = ("speechllm", "madeon")
 TORCH_DTYPES = ("float32", "bfloat16")
 # Fields each request of the server sets for itself, as OpenAI's API has them.
 PER_REQUEST = ("language", "word_timestamps")
@@ -249,14 +252,16 @@ class ModelOptions:
         "ct2", "ct2: CTranslate2 (fastest on CPUs); torch: ctxasr's PyTorch Whisper and beam "
         "search on the same weights (pip install torch==2.13.0 'ctxasr[torch]'); speechllm: "
         "Whisper cuts and hears, then a speech LLM transcribes with the picked terms in its "
-        "prompt (pip install 'ctxasr[speechllm]'; see the README). torch and speechllm "
-        "take --fusion-weight.", "--backend", choices=BACKENDS,
+        "prompt (pip install 'ctxasr[speechllm]'; see the README); madeon: the same with a "
+        "decoder-only Mamba over speech tokens (--checkpoint from `ctxasr train madeon`). "
+        "torch, speechllm and madeon take --fusion-weight.", "--backend", choices=BACKENDS,
     )  # fmt: skip
     torch_weights: str | None = None
-    # The speech LLM's checkpoint folder (``ctxasr train speechllm``); None: the packaged one.
+    # The clip recognizer's checkpoint folder (``ctxasr train speechllm`` / ``madeon``);
+    # None: the packaged speech LLM (MADEON has no packaged checkpoint).
     checkpoint: str | None = option(
-        None, "Speech LLM checkpoint folder for --backend speechllm (default: the packaged "
-        "one).", "--checkpoint", path=True,
+        None, "Checkpoint folder for --backend speechllm (default: the packaged one) or "
+        "madeon (required).", "--checkpoint", path=True,
     )  # fmt: skip
     # The torch backend's precision: "float32" matches CTranslate2's float32 closely;
     # "bfloat16" is several times faster on CPUs with bf16 instructions (AVX512-BF16).
@@ -269,16 +274,16 @@ class ModelOptions:
         check_fields(self)
         if self.torch_weights is not None and self.backend != "torch":
             raise OptionError("torch_weights", "torch_weights needs backend 'torch'")
-        if self.checkpoint is not None and self.backend != "speechllm":
-            raise OptionError("checkpoint", "checkpoint needs backend 'speechllm'")
+        if self.checkpoint is not None and self.backend not in CLIP_BACKENDS:
+            raise OptionError("checkpoint", "checkpoint needs backend 'speechllm' or 'madeon'")
 
 
 def check_backend(options: TranscribeOptions, backend: str) -> None:
-    """Shallow fusion runs in ctxasr's own search, which only the torch and speechllm
-    backends have; the speech LLM gives no word timestamps."""
+    """Shallow fusion runs in ctxasr's own search, which only the torch, speechllm and
+    madeon backends have; the clip recognizers give no word timestamps."""
     if options.fusion_weight > 0 and backend not in FUSING:
-        raise OptionError("fusion_weight", "fusion_weight needs backend torch or speechllm: "
-                          "shallow fusion runs in ctxasr's own search")  # fmt: skip
-    if options.word_timestamps and backend == "speechllm":
-        raise OptionError("word_timestamps", "the speechllm backend gives segment times, not "
+        raise OptionError("fusion_weight", "fusion_weight needs backend torch, speechllm or "
+                          "madeon: shallow fusion runs in ctxasr's own search")  # fmt: skip
+    if options.word_timestamps and backend in CLIP_BACKENDS:
+        raise OptionError("word_timestamps", f"the {backend} backend gives segment times, not "
                           "word timestamps: use backend ct2 or torch")  # fmt: skip

@@ -1,6 +1,7 @@
 """What every ``ctxasr train`` loop shares: reading its recipe, and resuming a run.
 
-A recipe is a TOML file; a run keeps accelerate's whole training state under
+A recipe is a TOML file (``.toml``) or a YAML one (``.yaml``/``.yml``) of the same
+tables; a run keeps accelerate's whole training state under
 ``OUT/state`` with the step it reached, so rerunning the same command continues it.
 """
 
@@ -11,7 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 from ctxasr.errors import CtxasrError
 
@@ -24,6 +28,27 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise CtxasrError(str(path), f"cannot read the config: {err.strerror or err}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise CtxasrError(str(path), f"not a valid TOML file: {err}") from None
+
+
+def read_recipe(path: Path) -> dict[str, Any]:
+    """A recipe's tables from TOML or, by the file's suffix, YAML; one ``CtxasrError``
+    for a file that cannot be read or parsed or that is not a mapping of tables."""
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        return read_toml(path)
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise CtxasrError(str(path), f"cannot read the config: {err.strerror or err}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        problem = " ".join(str(err).split())
+        raise CtxasrError(str(path), f"not a valid YAML file: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise CtxasrError(str(path), "must be a mapping of tables, e.g. 'train:' and 'model:'")
+    return raw
 
 
 class RunState:

@@ -93,11 +93,16 @@ class Transcriber:
             self._model.use_torch(model_options.torch_weights or self.resolved.path,
                                   model_options.torch_dtype,
                                   model_options.cpu_threads)  # fmt: skip
-        self._llm = None  # the speech LLM of backend "speechllm": Whisper cuts and hears
+        # The clip recognizer of backends "speechllm" and "madeon": Whisper cuts and hears.
+        self._llm = None
         if self.backend == "speechllm":
             from ctxasr.speechllm.recognizer import SpeechLLMRecognizer
 
             self._llm = SpeechLLMRecognizer(model_options.checkpoint, model_options.cpu_threads)
+        elif self.backend == "madeon":
+            from ctxasr.madeon.recognizer import MadeonRecognizer
+
+            self._llm = MadeonRecognizer(model_options.checkpoint, model_options.cpu_threads)
 
     @property
     def model_name(self) -> str:

@@ -70,6 +70,68 @@ def speechllm(
         _run(train, config, quiet, "dev")
 
 
+@train_app.command("madeon")
+def madeon(
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help="Recipe: a YAML or TOML file with train, model and tokenizer tables "
+            "(configs/madeon-tiny.yaml, configs/madeon/)."
+        ),
+    ],
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="Train this many steps instead.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="The run's folder instead of the recipe's.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a MADEON decoder-only recognizer (Mamba, Mamba-2 or Transformer over speech
+    tokens); fits the recipe's speech tokenizer first; resumes a stopped run."""
+    with user_errors():
+        from ctxasr.madeon import train
+
+        _train(train, train.read_recipe(config, max_steps, out), quiet, "dev")
+
+
+@train_app.command("tokenizer")
+def tokenizer(
+    config: Annotated[
+        Path,
+        typer.Argument(help="Recipe: a TOML file with a [tokenizer] table (configs/madeon/)."),
+    ],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Fit MADEON's speech tokens: k-means units of a frozen encoder's frames and one
+    SentencePiece vocabulary of speech and text pieces."""
+    with user_errors():
+        from ctxasr.madeon import tokens
+
+        cfg = tokens.read_config(config)
+        # no steps to resume: one pass, with a bar over each stage's utterances
+        with _StageBar(enabled=show_progress(quiet)) as progress:
+            s = tokens.fit_tokenizer(cfg, progress)
+        typer.echo(f"{cfg.out}: {s['clusters']} units, {s['vocab']} pieces ({s['speech_pieces']} "
+                   f"speech, {s['text_pieces']} text) from {s['utterances']} utterances; "
+                   f"{s['units_per_second']} units/s, {s['speech_pieces_per_second']} speech "
+                   "pieces/s", err=True)  # fmt: skip
+
+
+class _StageBar(ProgressBar):
+    def columns(self) -> list:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+        return [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeRemainingColumn()]  # fmt: skip
+
+    def started(self) -> None:
+        self._task = self._bar.add_task("reading", total=None)
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        self._bar.update(self._task, description=stage, completed=done, total=total)
+
+
 class _StepLog:
     """Where stderr is no terminal (a log file, CI), a plain line every ``total / lines``
     steps instead of the bar: the step, the smoothed loss and the pace."""
@@ -88,9 +150,13 @@ class _StepLog:
 
 
 def _run(recipe: ModuleType, config: Path, quiet: bool, scored_on: str) -> None:
-    """Read the recipe's config, train with a step bar (or step lines when stderr is no
-    terminal), end with one line of scores."""
-    cfg = recipe.read_config(config)
+    """Read the recipe's config and train it (``_train``)."""
+    _train(recipe, recipe.read_config(config), quiet, scored_on)
+
+
+def _train(recipe: ModuleType, cfg, quiet: bool, scored_on: str) -> None:
+    """Train ``cfg`` with a step bar (or step lines when stderr is no terminal), end with
+    one line of scores."""
     total = [cfg.steps]  # as the recipe counts them: a speech LLM's CTC stage is in it
 
     def counting(progress):

@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from ctxasr import __version__
 from ctxasr.audio import probe
 from ctxasr.errors import AudioError, CtxasrError
+from ctxasr.options import CLIP_BACKENDS
 from ctxasr.results import Segment, Transcript
 from ctxasr.server.errors import ApiError, install_handlers, log
 from ctxasr.server.forms import TranscriptionRequest, parse_transcription, read_form
@@ -168,8 +169,9 @@ def _options(req: TranscriptionRequest, state: ServerState) -> TranscribeOptions
                            f"only, not {language!r}", code="unsupported_language",
                            param="language")  # fmt: skip
         language = "en"
-    if req.word_timestamps and state.transcriber.backend == "speechllm":
-        raise ApiError(400, "word timestamps are not available from the speechllm backend "
+    if req.word_timestamps and state.transcriber.backend in CLIP_BACKENDS:
+        raise ApiError(400, f"word timestamps are not available from the "
+                       f"{state.transcriber.backend} backend "
                        "(segment times are)", param="timestamp_granularities[]")  # fmt: skip
     options = state.options
     # OpenAI: at 0 the model raises the temperature itself when decoding fails (the
