@@ -7,6 +7,7 @@ tables; a run keeps accelerate's whole training state under
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -87,3 +88,60 @@ class RunState:
         self.accelerator.save_state(str(self.folder))
         if self.accelerator.is_main_process:
             self.marker.write_text(json.dumps({"step": step}))
+
+
+# -- checking a recipe's tables against frozen dataclasses ------------------------------
+
+
+def build_table(source: Path, table: str, cls: type, raw: object, skip: set[str] = set()) -> Any:  # noqa: B006
+    """``cls(**raw)`` with each key checked against the field's default type."""
+    if not isinstance(raw, dict):
+        raise CtxasrError(str(source), f"[{table}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    check_known(source, f"[{table}]", raw, set(fields))
+    for key, value in raw.items():
+        if key in skip:
+            continue
+        f = fields[key]
+        default = f.default if f.default is not dataclasses.MISSING else ""
+        if not _fits(default, value):
+            kind = type(default).__name__.replace("tuple", "list of strings")
+            raise CtxasrError(str(source), f"[{table}] {key}: must be a {kind}, got {value!r}")
+    try:
+        return cls(**tuples(cls, raw))
+    except (TypeError, ValueError) as err:
+        raise CtxasrError(str(source), f"[{table}] {err}") from None
+
+
+def _fits(default: object, value: object) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, tuple):
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    return isinstance(value, type(default))
+
+
+def tuples(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """TOML and JSON give lists where the dataclass keeps tuples."""
+    tuples = {f.name for f in dataclasses.fields(cls) if isinstance(f.default, tuple)}
+    return {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in raw.items()}
+
+
+def check_known(source: Path, where: str, raw: dict, known: set[str]) -> None:
+    unknown = set(raw) - known
+    if unknown:
+        raise CtxasrError(str(source), f"unknown key(s) in {where}: {', '.join(sorted(unknown))}")
+
+
+def at_least(obj: object, name: str, low: int) -> None:
+    value = getattr(obj, name)
+    if value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+
+
+def one_of(obj: object, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxasr.errors import CtxasrError
-from ctxasr.speechllm.config import _at_least, _build, _known, _one_of
-from ctxasr.training import read_recipe
+from ctxasr.training import at_least, build_table, check_known, one_of, read_recipe
 
 KINDS = ("mamba", "mamba2", "transformer")
 PREFIXING = ("none", "serial", "parallel")
@@ -48,16 +47,16 @@ class ModelConfig:
     vocab: int = 0  # set from the tokenizer when the model is built
 
     def __post_init__(self) -> None:
-        _one_of(self, "kind", KINDS)
-        _one_of(self, "prefix", PREFIXING)
+        one_of(self, "kind", KINDS)
+        one_of(self, "prefix", PREFIXING)
         if self.kind == "transformer" and self.prefix != "none":
             raise ValueError("prefix must be 'none' for kind 'transformer' (speech prefixing "
                              "is a backward SSM over the speech)")  # fmt: skip
         for name in ("d_model", "layers", "expand", "headdim", "heads", "max_len", "chunk"):
-            _at_least(self, name, 1)
-        _at_least(self, "d_state", 0)
-        _at_least(self, "ffn", 0)
-        _at_least(self, "vocab", 0)
+            at_least(self, name, 1)
+        at_least(self, "d_state", 0)
+        at_least(self, "ffn", 0)
+        at_least(self, "vocab", 0)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.kind == "transformer" and self.d_model % self.heads:
@@ -105,8 +104,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "grad_accum", "eval_every", "save_every", "threads",
                      "bucket", "max_new_tokens"):  # fmt: skip
-            _at_least(self, name, 1)
-        _at_least(self, "warmup", 0)
+            at_least(self, name, 1)
+        at_least(self, "warmup", 0)
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
 
@@ -122,8 +121,8 @@ def read_config(path: str | Path, *, steps: int | None = None,
     """
     p = Path(path)
     raw = read_recipe(p)
-    _known(p, "the file", raw, {"train", "model", "tokenizer"})
-    model = _build(p, "model", ModelConfig, raw.get("model", {}) or {})
+    check_known(p, "the file", raw, {"train", "model", "tokenizer"})
+    model = build_table(p, "model", ModelConfig, raw.get("model", {}) or {})
     train = dict(raw.get("train", {}) or {})
     if out is not None:
         train["out"] = str(Path(out).resolve())
@@ -135,7 +134,7 @@ def read_config(path: str | Path, *, steps: int | None = None,
     for key in ("train", "out", "dev", "tokenizer", "cache"):
         if isinstance(train.get(key), str) and train[key]:
             train[key] = str((p.parent / train[key]).resolve())
-    cfg = _build(p, "train", TrainConfig, {**train, "model": model}, skip={"model"})
+    cfg = build_table(p, "train", TrainConfig, {**train, "model": model}, skip={"model"})
     tokenizer = raw.get("tokenizer")
     if cfg.tokenizer and tokenizer is not None:
         raise CtxasrError(str(p), "give either [train] tokenizer (a fitted folder) or a "

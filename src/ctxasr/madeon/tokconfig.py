@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctxasr.errors import CtxasrError
-from ctxasr.speechllm.config import _at_least, _build, _known, _one_of
-from ctxasr.training import read_recipe
+from ctxasr.training import at_least, build_table, check_known, one_of, read_recipe
 
 # A unit is one character of Unicode's Private Use Area (U+E000 + unit) in the strings
 # SentencePiece learns from, so the area's size bounds the number of clusters.
@@ -51,14 +50,14 @@ class TokenizerConfig:
     threads: int = 2  # CPU threads of k-means and SentencePiece
 
     def __post_init__(self) -> None:
-        _at_least(self, "clusters", 2)
+        at_least(self, "clusters", 2)
         if self.clusters > MAX_CLUSTERS:
             raise ValueError(f"clusters must be at most {MAX_CLUSTERS}, got {self.clusters}")
         # the special pieces and one piece per unit, and room for text
-        _at_least(self, "vocab", self.clusters + 8)
-        _at_least(self, "max_frames", self.clusters)
-        _at_least(self, "threads", 1)
-        _one_of(self, "model_type", ("bpe", "unigram"))
+        at_least(self, "vocab", self.clusters + 8)
+        at_least(self, "max_frames", self.clusters)
+        at_least(self, "threads", 1)
+        one_of(self, "model_type", ("bpe", "unigram"))
         if not self.encoder:
             raise ValueError("encoder must name a speech encoder, e.g. 'moonshine:base'")
 
@@ -76,7 +75,7 @@ def read_config(path: str | Path) -> TokenizerConfig:
     """
     p = Path(path)
     raw = read_recipe(p)
-    _known(p, "the file", raw, {"tokenizer"})
+    check_known(p, "the file", raw, {"tokenizer"})
     if "tokenizer" not in raw:
         raise CtxasrError(str(p), "needs a [tokenizer] table")
     return config_from_table(p, raw["tokenizer"])
@@ -95,4 +94,4 @@ def config_from_table(source: Path, table: object, defaults: dict | None = None)
         for key in ("train", "out"):
             if key not in table:
                 raise CtxasrError(str(source), f"[tokenizer] needs '{key}'")
-    return _build(source, "tokenizer", TokenizerConfig, table)
+    return build_table(source, "tokenizer", TokenizerConfig, table)

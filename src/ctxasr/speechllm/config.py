@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxasr.errors import CtxasrError
-from ctxasr.training import read_toml
+from ctxasr.training import at_least, build_table, check_known, one_of, read_toml, tuples
 
 CONTEXT_START = "<|startofcontext|>"
 CONTEXT_END = "<|endofcontext|>"
@@ -38,9 +38,9 @@ class ProjectorConfig:
     hidden: int = 0  # the MLP's inner width; 0: the LLM's hidden size
 
     def __post_init__(self) -> None:
-        _at_least(self, "stack", 1)
-        _at_least(self, "hidden", 0)
-        _one_of(self, "kind", ("linear", "mlp"))
+        at_least(self, "stack", 1)
+        at_least(self, "hidden", 0)
+        one_of(self, "kind", ("linear", "mlp"))
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,9 @@ class PoolingConfig:
     heads: int = 4  # attention heads of SAP; must divide the LLM's hidden size
 
     def __post_init__(self) -> None:
-        _at_least(self, "window", 1)
-        _at_least(self, "heads", 1)
-        _one_of(self, "kind", ("sap", "mean", "none"))
+        at_least(self, "window", 1)
+        at_least(self, "heads", 1)
+        one_of(self, "kind", ("sap", "mean", "none"))
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class LoRAConfig:
     targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
     def __post_init__(self) -> None:
-        _at_least(self, "r", 0)
+        at_least(self, "r", 0)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.r and not self.targets:
@@ -92,7 +92,7 @@ class ModelConfig:
             raise ValueError(f"encoders must be a non-empty list of names, got {self.encoders!r}")
         if len(set(self.encoders)) != len(self.encoders):
             raise ValueError(f"encoders names one encoder twice: {list(self.encoders)}")
-        _at_least(self, "speech_dim", 0)
+        at_least(self, "speech_dim", 0)
         if self.prompt.count("{keywords}") != 1:
             raise ValueError("prompt must hold '{keywords}' exactly once")
         if "{keywords}" in self.prompt_no_context:
@@ -108,8 +108,8 @@ class ModelConfig:
         parts = {"projector": ProjectorConfig, "pooling": PoolingConfig, "lora": LoRAConfig}
         for key, kind in parts.items():
             if key in obj:
-                obj[key] = kind(**_tuples(kind, obj[key]))
-        return cls(**_tuples(cls, obj))
+                obj[key] = kind(**tuples(kind, obj[key]))
+        return cls(**tuples(cls, obj))
 
 
 @dataclass(frozen=True)
@@ -146,10 +146,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "grad_accum", "eval_every", "save_every", "threads",
                      "bucket", "max_new_tokens"):  # fmt: skip
-            _at_least(self, name, 1)
-        _at_least(self, "warmup", 0)
-        _at_least(self, "ctc_steps", 0)
-        _at_least(self, "distractors", 0)
+            at_least(self, name, 1)
+        at_least(self, "warmup", 0)
+        at_least(self, "ctc_steps", 0)
+        at_least(self, "distractors", 0)
         if self.ctc_weight < 0:
             raise ValueError(f"ctc_weight must not be negative, got {self.ctc_weight}")
         if self.lr <= 0:
@@ -170,12 +170,12 @@ def read_config(path: str | Path) -> TrainConfig:
     """
     p = Path(path)
     raw = read_toml(p)
-    _known(p, "the file", raw, {"train", "model"})
+    check_known(p, "the file", raw, {"train", "model"})
     model = dict(raw.get("model", {}))
     parts = {"projector": ProjectorConfig, "pooling": PoolingConfig, "lora": LoRAConfig}
     for key, kind in parts.items():
-        model[key] = _build(p, f"model.{key}", kind, model.get(key, {}))
-    built = _build(p, "model", ModelConfig, model, skip=set(parts))
+        model[key] = build_table(p, f"model.{key}", kind, model.get(key, {}))
+    built = build_table(p, "model", ModelConfig, model, skip=set(parts))
     train = dict(raw.get("train", {}))
     for key in ("train", "out"):
         if key not in train:
@@ -183,58 +183,4 @@ def read_config(path: str | Path) -> TrainConfig:
     for key in ("train", "out", "dev", "word_pool"):
         if isinstance(train.get(key), str) and train[key]:
             train[key] = str((p.parent / train[key]).resolve())
-    return _build(p, "train", TrainConfig, {**train, "model": built}, skip={"model"})
-
-
-def _build(source: Path, table: str, cls: type, raw: object, skip: set[str] = set()) -> Any:  # noqa: B006
-    """``cls(**raw)`` with each key checked against the field's default type."""
-    if not isinstance(raw, dict):
-        raise CtxasrError(str(source), f"[{table}] must be a table")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    _known(source, f"[{table}]", raw, set(fields))
-    for key, value in raw.items():
-        if key in skip:
-            continue
-        f = fields[key]
-        default = f.default if f.default is not dataclasses.MISSING else ""
-        if not _fits(default, value):
-            kind = type(default).__name__.replace("tuple", "list of strings")
-            raise CtxasrError(str(source), f"[{table}] {key}: must be a {kind}, got {value!r}")
-    try:
-        return cls(**_tuples(cls, raw))
-    except (TypeError, ValueError) as err:
-        raise CtxasrError(str(source), f"[{table}] {err}") from None
-
-
-def _fits(default: object, value: object) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    if isinstance(default, tuple):
-        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-    return isinstance(value, type(default))
-
-
-def _tuples(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
-    """TOML and JSON give lists where the dataclass keeps tuples."""
-    tuples = {f.name for f in dataclasses.fields(cls) if isinstance(f.default, tuple)}
-    return {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in raw.items()}
-
-
-def _known(source: Path, where: str, raw: dict, known: set[str]) -> None:
-    unknown = set(raw) - known
-    if unknown:
-        raise CtxasrError(str(source), f"unknown key(s) in {where}: {', '.join(sorted(unknown))}")
-
-
-def _at_least(obj: object, name: str, low: int) -> None:
-    value = getattr(obj, name)
-    if value < low:
-        raise ValueError(f"{name} must be at least {low}, got {value}")
-
-
-def _one_of(obj: object, name: str, choices: tuple[str, ...]) -> None:
-    value = getattr(obj, name)
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return build_table(p, "train", TrainConfig, {**train, "model": built}, skip={"model"})
