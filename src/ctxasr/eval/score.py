@@ -213,6 +213,13 @@ class BiasingScores:
             self.wer + other.wer, self.u_wer + other.u_wer, self.b_wer + other.b_wer
         )
 
+    def percents(self) -> dict[str, float | None]:
+        """``wer``, ``u_wer`` and ``b_wer`` in percent, rounded for a report; None where a
+        rate is infinite (errors against no reference words)."""
+        rates = {"wer": self.wer, "u_wer": self.u_wer, "b_wer": self.b_wer}
+        return {k: round(v.error_rate, 2) if math.isfinite(v.error_rate) else None
+                for k, v in rates.items()}  # fmt: skip
+
 
 def score_utterance(
     ref_words: Sequence[str],

@@ -47,8 +47,9 @@ class MadeonRecognizer:
         return self.tokenizer.text_ids(text)
 
     def terms(self, terms: Sequence[str]) -> list[str]:
-        out = [" ".join(t.lower().split() if self.lowercase else t.split()) for t in terms]
-        return list(dict.fromkeys(t for t in out if t))
+        from ctxasr.speechllm.fusion import normalize_terms
+
+        return normalize_terms(terms, self.lowercase)
 
     def transcribe(self, clips: Sequence[Clip], beam_size: int = 1, fusion_weight: float = 0.0,
                    fusion_terms: Sequence[Sequence[str]] | None = None,
@@ -72,12 +73,6 @@ class MadeonRecognizer:
         return out
 
     def _hook(self, terms: list[str], weight: float):
-        from ctxasr.context.graph import ContextGraph
-        from ctxasr.context.terms import ContextTerm
-        from ctxasr.speechllm.fusion import GraphHook
+        from ctxasr.speechllm.fusion import graph_hook
 
-        if not terms:
-            return None
-        graph = self._graphs.get(tuple(terms), lambda: ContextGraph.from_terms(
-            [ContextTerm(t) for t in terms], self.encode, 1.0))  # fmt: skip
-        return GraphHook(graph, weight)
+        return graph_hook(terms, self.encode, weight, self._graphs)

@@ -220,13 +220,4 @@ def evaluate(model: Madeon, tok: SpeechTokenizer, dev: Sequence[Utterance], cach
         hyp = transcribe(model, tok, speech, cfg.max_new_tokens)
         total += score_text(u.text, hyp, u.rare, normalize="whisper")
     model.train(was_training)
-    return {
-        "dev_utterances": len(dev),
-        "wer": _percent(total.wer.error_rate),
-        "u_wer": _percent(total.u_wer.error_rate),
-        "b_wer": _percent(total.b_wer.error_rate),
-    }
-
-
-def _percent(rate: float) -> float | None:
-    return round(rate, 2) if math.isfinite(rate) else None
+    return {"dev_utterances": len(dev), **total.percents()}

@@ -18,11 +18,12 @@ nothing next to one step of the LLM.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from ctxasr.context.graph import ContextGraph, ContextState
+from ctxasr.recent import Recent
 
 
 class GraphHook:
@@ -57,3 +58,22 @@ class GraphHook:
             if token < len(logp):
                 bonus = self.graph.forward_one_step(state, token)[0]
                 logp[token] += self.weight * (bonus - back)
+
+
+def graph_hook(terms: Sequence[str], encode: Callable[[str], list[int]], weight: float,
+               graphs: Recent[tuple[str, ...], ContextGraph]) -> GraphHook | None:  # fmt: skip
+    """The fusion hook of ``terms`` (tokenized by ``encode``) at ``weight``; the graph is
+    built once per term list and kept in ``graphs``. None without terms."""
+    from ctxasr.context.terms import ContextTerm
+
+    if not terms:
+        return None
+    graph = graphs.get(tuple(terms), lambda: ContextGraph.from_terms(
+        [ContextTerm(t) for t in terms], encode, 1.0))  # fmt: skip
+    return GraphHook(graph, weight)
+
+
+def normalize_terms(terms: Sequence[str], lowercase: bool) -> list[str]:
+    """Terms as a model trained on (lower-cased) single-spaced text reads them, deduplicated."""
+    out = [" ".join(t.lower().split() if lowercase else t.split()) for t in terms]
+    return list(dict.fromkeys(t for t in out if t))

@@ -184,14 +184,4 @@ def evaluate(model: SpeechLLM, dev: Sequence[Utterance], cache: FrameCache,
             for u, hyp in zip(part, hyps):
                 total += score_text(u.text, hyp, u.rare, normalize="whisper")
     model.train(was_training)
-    return {
-        "dev_utterances": len(dev),
-        "wer": _percent(total.wer.error_rate),
-        "u_wer": _percent(total.u_wer.error_rate),
-        "b_wer": _percent(total.b_wer.error_rate),
-    }
-
-
-def _percent(rate: float) -> float | None:
-    """A rate for JSON: None for errors against no reference words (infinite)."""
-    return round(rate, 2) if math.isfinite(rate) else None
+    return {"dev_utterances": len(dev), **total.percents()}
