@@ -20,6 +20,16 @@ MIXERS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tensors here are tiny: a second thread only adds synchronisation, which costs
+    seconds when the machine is busy (the copy task: 1 s on one thread, 9-16 s on two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def scan_reference(x, dt, A, B, C, h0):
     """Mamba, one step at a time: ``h (b, d, n) <- exp(dt A) h + dt x B``, ``y = h . C``."""
     h, ys = h0.transpose(1, 2), []
