@@ -109,6 +109,25 @@ def test_a_hook_steers_the_search():
     assert out == [25] * 5
 
 
+def test_the_transformer_decodes_with_unique_page_sparse_attention():
+    from ctxasr.attention.unique import PageSparseOptions
+
+    model, P = tiny("transformer", "none"), ids_of(60, 8)[0].tolist()
+    banned = torch.zeros(40, dtype=torch.bool)
+    dense = beam_search(model, P, 39, banned, max_new_tokens=4, beam_size=2)
+    # every page kept: the same search, exactly
+    model.use_page_sparse_attention(PageSparseOptions(page_size=4, top_k=64))
+    assert beam_search(model, P, 39, banned, max_new_tokens=4, beam_size=2) == dense
+    # 3 of the cache's 16 pages a step: it runs, and the step's log-probabilities stay close
+    _, states = model.prefill(torch.tensor([P]))
+    model.use_page_sparse_attention(PageSparseOptions(page_size=4, top_k=1, recent_pages=1))
+    sparse, _ = model.step(torch.tensor([25]), states, len(P))
+    model.use_page_sparse_attention(None)
+    exact, _ = model.step(torch.tensor([25]), states, len(P))
+    assert not torch.equal(sparse, exact)
+    assert F.cosine_similarity(sparse.exp(), exact.exp()).item() > 0.9
+
+
 def test_config_checks():
     with pytest.raises(ValueError, match="prefix"):
         ModelConfig(kind="transformer", prefix="serial")

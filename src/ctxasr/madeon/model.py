@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctxasr.attention.unique import PageSparseOptions, PageSummaries, page_sparse_attention
 from ctxasr.madeon.config import ModelConfig
 from ctxasr.madeon.ssm import Mamba, Mamba2
 
@@ -99,6 +100,7 @@ class AttentionBlock(nn.Module):
             nn.Linear(cfg.d_model, ffn), nn.GELU(), nn.Linear(ffn, cfg.d_model)
         )
         self.drop = nn.Dropout(cfg.dropout)
+        self.sparse: tuple[PageSparseOptions, PageSummaries] | None = None  # decode steps
 
     def _split(self, x: torch.Tensor) -> list[torch.Tensor]:
         b, t, _ = x.shape
@@ -108,7 +110,12 @@ class AttentionBlock(nn.Module):
         q, k, v = self._split(self.norm1(x))  # (B, H, T, hd) each
         if cache is not None:
             k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        if cache is not None and self.sparse is not None:  # a decode step over a long cache
+            options, summaries = self.sparse
+            summaries.sync(k)
+            y = page_sparse_attention(q, k, v, summaries, options)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         x = x + self.drop(self.out(y.transpose(1, 2).flatten(2)))
         return x + self.drop(self.mlp(self.norm2(x))), (k, v)
 
@@ -137,6 +144,16 @@ class Madeon(nn.Module):
         self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.layers))
         self.norm = nn.RMSNorm(cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
+
+    def use_page_sparse_attention(self, options: PageSparseOptions | None) -> None:
+        """Decode steps of the Transformer's blocks attend to UNIQUE's top-k pages of their
+        KV cache (``ctxasr.attention.unique``; training-free) with ``options``, or, with
+        None, to the whole cache again. The prefill and training stay dense. Mamba blocks
+        have no cache to sparsify: a no-op for them."""
+        for block in self.blocks:
+            if isinstance(block, AttentionBlock):
+                block.sparse = None if options is None else (options,
+                                                             PageSummaries(options.page_size))  # fmt: skip
 
     def _inputs(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
         x = self.embed(ids)  # (B, L, D)
