@@ -12,7 +12,9 @@ phonetic retriever and fused into the search at ``--fusion-weight``.
 Columns: WER / U-WER / B-WER in percent (Whisper-normalised); parameters and training
 seconds from the run's ``scores.json``; RTF, wall seconds per audio second of the whole
 system; decoder RTF, of the MADEON stage alone (speech tokens included); tokens per
-second the decoder wrote; text CE, the decoder's teacher-forced cross-entropy of the
+second the decoder wrote; step ms, one training step's forward and backward pass on the
+same batch (16 sequences of 64 tokens), the systems timed in turn in this one run
+(median of 7; ``train s`` in ``scores.json`` is wall time under whatever else ran); text CE, the decoder's teacher-forced cross-entropy of the
 reference text and eos given the whole utterance's speech tokens (nats per token; a
 measure that moves before WER does when a model is far from transcribing well).
 
@@ -61,6 +63,7 @@ class Row:
     parameters: int = 0
     train_seconds: float = 0.0
     text_ce: float = 0.0
+    step_ms: float = 0.0
 
 
 class Meter:
@@ -122,13 +125,36 @@ def text_ce(transcriber: Transcriber, items: Sequence[EvalItem]) -> float:
     return total / max(1, count)
 
 
+def step_times(transcribers: Sequence[Transcriber], repeats: int = 7) -> list[float]:
+    """Median ms of one forward + backward pass of each model on one batch, interleaved."""
+    import statistics
+
+    import torch
+
+    models = [t._llm.model.train() for t in transcribers]
+    times: list[list[float]] = [[] for _ in models]
+    for r in range(repeats + 1):
+        for i, model in enumerate(models):
+            g = torch.Generator().manual_seed(r)
+            ids = torch.randint(5, model.config.vocab, (16, 64), generator=g)
+            prefix, lengths = torch.full((16,), 44), torch.full((16,), 64)
+            start = time.perf_counter()
+            model.loss(ids, prefix, lengths).backward()
+            if r:  # the first round warms up
+                times[i].append(1000 * (time.perf_counter() - start))
+            model.zero_grad(set_to_none=True)
+    for model in models:
+        model.eval()
+    return [statistics.median(t) for t in times]
+
+
 def pct(rate: float) -> str:
     return f"{rate:.2f}" if math.isfinite(rate) else "-"
 
 
 def table(rows: Sequence[Row]) -> str:
-    lines = ["| system | params | train s | text CE | WER | U-WER | B-WER | RTF | decoder RTF "
-             "| tok/s |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| system | params | train s | step ms | text CE | WER | U-WER | B-WER | RTF "
+             "| decoder RTF | tok/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         s = r.scores
         params = f"{r.parameters / 1e6:.2f} M" if r.parameters else "-"
@@ -136,7 +162,8 @@ def table(rows: Sequence[Row]) -> str:
         dec = f"{r.decoder_seconds / r.audio:.3f}" if r.decoder_seconds else "-"
         tps = f"{r.tokens / r.decoder_seconds:.1f}" if r.decoder_seconds else "-"
         ce = f"{r.text_ce:.3f}" if r.text_ce else "-"
-        lines.append(f"| {r.system} | {params} | {train} | {ce} | {pct(s.wer.error_rate)} | "
+        step = f"{r.step_ms:.0f}" if r.step_ms else "-"
+        lines.append(f"| {r.system} | {params} | {train} | {step} | {ce} | {pct(s.wer.error_rate)} | "
                      f"{pct(s.u_wer.error_rate)} | {pct(s.b_wer.error_rate)} | "
                      f"{r.seconds / r.audio:.3f} | {dec} | {tps} |")  # fmt: skip
     return "\n".join(lines)
@@ -164,6 +191,7 @@ def main() -> None:
                                                    cpu_threads=args.threads))  # fmt: skip
         scores = json.loads((path / "scores.json").read_text())
         systems.append((path.name, t, Meter(t), scores))
+    steps = dict(zip([s[0] for s in systems], step_times([s[1] for s in systems])))
     plain = TranscribeOptions(beam_size=args.beam, retriever="none")
     fused = TranscribeOptions(beam_size=max(args.beam, 2), fusion_weight=args.fusion_weight)
     pool = WordPool(read_word_pool(args.pool)) if args.fusion else None
@@ -193,7 +221,7 @@ def main() -> None:
                 row.parameters = scores.get("parameters", 0)
                 row.train_seconds = scores.get("train_seconds", 0.0)
                 if not context:
-                    row.text_ce = text_ce(t, items)
+                    row.text_ce, row.step_ms = text_ce(t, items), steps[label]
                 rows.append(row)
         md.append(f"## {name} ({len(items)} utterances)\n\n{table(rows)}\n")
         report["sets"][name] = [
@@ -201,7 +229,7 @@ def main() -> None:
              "u_wer": r.scores.u_wer.error_rate, "b_wer": r.scores.b_wer.error_rate,
              "seconds": r.seconds, "audio_seconds": r.audio, "parameters": r.parameters,
              "train_seconds": r.train_seconds, "decoder_seconds": r.decoder_seconds,
-             "tokens": r.tokens, "text_ce": r.text_ce}
+             "tokens": r.tokens, "text_ce": r.text_ce, "step_ms": r.step_ms}
             for r in rows
         ]  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
