@@ -75,7 +75,7 @@ def test_word_timestamps_come_from_the_alignment_heads(torch_transcriber, ct2_fl
 
 
 def test_fusion_needs_a_backend_whose_search_ctxasr_owns():
-    with pytest.raises(ValueError, match="backend torch or speechllm"):
+    with pytest.raises(ValueError, match="backend torch, speechllm or madeon"):
         Transcriber().transcribe(JFK, ["Kennedy"], options=TranscribeOptions(fusion_weight=1.0))
 
 
