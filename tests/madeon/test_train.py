@@ -101,6 +101,8 @@ def test_a_rerun_resumes_and_a_longer_one_continues(one_clip, tmp_path):
     train(read_recipe(one_clip, steps=25, out=out), lambda s, t, loss: steps.append(s))
     assert steps == [21, 22, 23, 24, 25]
     assert json.loads((out / "scores.json").read_text())["step"] == 25
+    with pytest.raises(CtxasrError, match="holds a run at step 25, past the recipe's 20"):
+        train(read_recipe(one_clip, steps=20, out=out))
 
 
 def test_the_cli_runs_the_tiny_recipe(tmp_path):

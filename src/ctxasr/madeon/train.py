@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ctxasr.errors import CtxasrError
 from ctxasr.eval.score import BiasingScores, score_text
 from ctxasr.madeon import checkpoint
 from ctxasr.madeon.config import TrainConfig, read_config
@@ -161,6 +162,9 @@ def train(recipe: Recipe, progress: Progress | None = None) -> dict:
     model, opt, sched = accelerator.prepare(model, opt, sched)
     run = RunState(accelerator, out)
     start = run.resume()
+    if start > cfg.steps:  # exporting it would label a longer run with fewer steps
+        raise CtxasrError(str(out / "state"), f"holds a run at step {start}, past the "
+                          f"recipe's {cfg.steps} steps: give more steps or another out folder")  # fmt: skip
     seconds = _elapsed(out)
     began, loss_avg, scores = time.monotonic(), None, {}
     for step in range(start, cfg.steps):
