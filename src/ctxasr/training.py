@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,15 @@ def read_recipe(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise CtxasrError(str(path), "must be a mapping of tables, e.g. 'train:' and 'model:'")
     return raw
+
+
+def warmup_cosine(step: int, warmup: int, steps: int) -> float:
+    """The learning rate's factor at ``step`` (from 0) of ``steps``: a linear warm-up over
+    ``warmup`` steps, then cosine decay to 0 at ``steps``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    done = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
 
 
 class RunState:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from ctxasr.a2p.config import A2PConfig
 from ctxasr.a2p.data import Example, read_examples
 from ctxasr.a2p.scorer import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from ctxasr.errors import CtxasrError
-from ctxasr.training import RunState, read_toml
+from ctxasr.training import RunState, read_toml, warmup_cosine
 
 if sys.version_info >= (3, 11):
     pass
@@ -200,13 +199,9 @@ def train(cfg: TrainConfig, progress: Callable[[int, int, float], None] | None =
     model = A2PModel(cfg.model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def schedule(step: int) -> float:
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        done = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: warmup_cosine(step, cfg.warmup, cfg.steps)
+    )
     model, opt, sched = accelerator.prepare(model, opt, sched)
     run = RunState(accelerator, out)
     start = run.resume()

@@ -15,7 +15,6 @@ with the scores, the parameter count and the training time in ``OUT/scores.json`
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -32,7 +31,7 @@ from ctxasr.madeon.model import Madeon, parameters
 from ctxasr.madeon.tokconfig import TokenizerConfig, config_from_table
 from ctxasr.madeon.tokens import SpeechTokenizer, fit_tokenizer
 from ctxasr.speechllm.data import FrameCache, Schedule, Utterance, read_utterances
-from ctxasr.training import RunState
+from ctxasr.training import RunState, warmup_cosine
 
 __all__ = ["Recipe", "evaluate", "read_config", "train"]
 
@@ -68,18 +67,6 @@ def read_recipe(
         defaults = {"train": cfg.train, "out": str(Path(cfg.out) / "tokenizer")}
         tok = config_from_table(Path(path), table, defaults)
     return Recipe(cfg, tok)
-
-
-def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
-    """Linear warm-up, then cosine decay to 0."""
-
-    def factor(step: int) -> float:
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        done = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
-
-    return factor
 
 
 class Objective(torch.nn.Module):
@@ -158,7 +145,9 @@ def train(recipe: Recipe, progress: Progress | None = None) -> dict:
     batches = Schedule(data.lengths(), cfg.batch, cfg.bucket, cfg.seed)
     model = Objective(Madeon(replace(cfg.model, vocab=tok.vocab_size)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: warmup_cosine(step, cfg.warmup, cfg.steps)
+    )
     model, opt, sched = accelerator.prepare(model, opt, sched)
     run = RunState(accelerator, out)
     start = run.resume()

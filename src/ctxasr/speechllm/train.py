@@ -17,7 +17,6 @@ Whisper's normaliser). The trained parts are exported to ``OUT`` for
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from ctxasr.speechllm.data import (
     word_pool,
 )
 from ctxasr.speechllm.model import SpeechLLM, batch_frames
-from ctxasr.training import RunState
+from ctxasr.training import RunState, warmup_cosine
 
 __all__ = ["evaluate", "read_config", "train"]
 
@@ -51,11 +50,7 @@ def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < cfg.ctc_steps:
             return min(1.0, (step + 1) / max(1, cfg.warmup)) * (cfg.ctc_lr or cfg.lr) / cfg.lr
-        step -= cfg.ctc_steps
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        done = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+        return warmup_cosine(step - cfg.ctc_steps, cfg.warmup, cfg.steps)
 
     return factor
 
