@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol
 
 import torch
 
 from ctxasr.madeon.model import Madeon, select_states
 from ctxasr.madeon.tokens import SpeechTokenizer
-
-
-class ScoreHook(Protocol):
-    def adjust(self, tokens: Sequence[int], logp: torch.Tensor) -> None:
-        """Add bonuses to the next-token scores ``logp`` ``(V,)`` of ``tokens``, in place."""
+from ctxasr.speechllm.search import ScoreHook
 
 
 @torch.no_grad()
