@@ -187,7 +187,8 @@ class TranscribeOptions:
         "--verify-margin", min=0.0,
     )  # fmt: skip
     verify_from: int = option(VERIFY_FROM, "Terms from which verification is on.", min=1)
-    # Store the index of a large context (>= 2,000 terms) on disk under its content hash
+    # Store the index of a large context (>= 2,000 terms), and the language model of a
+    # large document (>= 200,000 characters), on disk under its content hash
     # ($CTXASR_CACHE, else ~/.cache/ctxasr/index), so the next run skips the build.
     cache_index: bool = True
     # Shallow fusion (torch and speechllm backends): during beam search each token that
@@ -219,6 +220,31 @@ class TranscribeOptions:
         True, "Put the chosen terms in the decoder prompt (off: fusion only).",
         "--context-prompt/--no-context-prompt",
     )  # fmt: skip
+    # A document given as context (``--context-text``) also becomes a language model of
+    # its text (``ctxasr.context.ngram``): a token n-gram, fused in every beam search of
+    # the ct2 and torch backends (the torch backend at every step; CTranslate2's search
+    # has no hook, so its n-best are re-ranked), with the decoder's internal LM, estimated
+    # on a zero encoder output, subtracted (HAED). The weights were chosen on the
+    # document benchmark's development sets (bench/results/documents.md).
+    domain_lm: bool = option(
+        True, "Build a language model of the context's documents (--context-text, a "
+        "manifest's context_text) and fuse it in the search (ct2: n-best re-ranking; torch: "
+        "every step).", "--domain-lm/--no-domain-lm",
+    )  # fmt: skip
+    lm_weight: float = option(
+        0.3, "Weight of the documents' language model (log-probability).", "--lm-weight",
+        min=0.0, max=2.0,
+    )  # fmt: skip
+    ilm_weight: float = option(
+        0.3, "Weight of the decoder's internal language model, subtracted where the "
+        "documents' model is added (0: add without subtracting).", "--ilm-weight",
+        min=0.0, max=2.0,
+    )  # fmt: skip
+    # The documents' n-gram mixed with the internal LM (``ngram.DomainScorer``): a word
+    # the documents never use then costs at most lm_weight * ln 2 more.
+    lm_mix: float = option(0.5, "Share of the documents' n-gram in the domain LM.", min=0.01,
+                           max=1.0)  # fmt: skip
+    lm_order: int = option(4, "N-gram order of the domain LM, in tokens.", min=1, max=8)
     vad: VadOptions = field(default_factory=VadOptions)
 
     def __post_init__(self) -> None:

@@ -58,6 +58,21 @@ class ContextPick:
 
 
 @dataclass(frozen=True)
+class DomainLM:
+    """The language model built from the context's documents (``--context-text``)."""
+
+    words: int  # whitespace-separated words of the documents
+    tokens: int  # decoder tokens counted (punctuation-only tokens left out)
+    order: int  # n-gram order, in tokens
+    ngrams: int  # distinct n-grams of all orders
+    classes: int  # distinct (case-folded) tokens the documents use
+    seconds: float  # it took to build (once: later calls with the same text reuse it)
+    sha256: str  # of the documents' text: the cache key
+    lm_weight: float  # its weight in the search
+    ilm_weight: float  # the weight of the decoder's internal LM, subtracted
+
+
+@dataclass(frozen=True)
 class Transcript:
     """The transcript of one recording."""
 
@@ -69,6 +84,8 @@ class Transcript:
     context_used: tuple[str, ...] = field(default_factory=tuple)  # terms given to the decoder
     # With speech-aware pruning: per 30 s stretch, which terms were picked and why.
     picks: tuple[ContextPick, ...] = field(default_factory=tuple)
+    # The documents' language model fused in the search (None: no document, or off).
+    domain_lm: DomainLM | None = None
 
     @property
     def words(self) -> tuple[Word, ...]:

@@ -15,6 +15,7 @@ as the budget goes (``context.prompt``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -23,6 +24,14 @@ import numpy as np
 from ctxasr.audio import BLOCK_SECONDS, SAMPLE_RATE, probe, stream_audio
 from ctxasr.context.graph import ContextGraph, Fusion
 from ctxasr.context.hybrid import AudioRetriever, HybridRetriever
+from ctxasr.context.ngram import (
+    DomainScorer,
+    NgramLM,
+    TokenClasses,
+    build_domain_lm,
+    load_lm,
+    save_lm,
+)
 from ctxasr.context.prompt import EMPTY_PROMPT, PROMPT_BUDGET, Prompt, build_prompt
 from ctxasr.context.retrieval import (
     Evidence,
@@ -39,6 +48,7 @@ from ctxasr.errors import AudioError
 from ctxasr.models import ResolvedModel, resolve_model
 from ctxasr.options import (  # noqa: F401 - TranscribeOptions and ModelOptions are re-exported
     BACKENDS,
+    CLIP_BACKENDS,
     LISTENING,
     RETRIEVERS,
     TORCH_DTYPES,
@@ -47,7 +57,7 @@ from ctxasr.options import (  # noqa: F401 - TranscribeOptions and ModelOptions 
     check_backend,
 )
 from ctxasr.recent import Recent
-from ctxasr.results import Segment, Transcript, Word
+from ctxasr.results import DomainLM, Segment, Transcript, Word
 from ctxasr.vad import SileroVad, VadOptions, Window, WindowPlanner
 
 # (done_seconds, total_seconds or None when the container does not say)
@@ -55,6 +65,9 @@ ProgressCallback = Callable[[float, "float | None"], None]
 
 
 CACHE_MIN_TERMS = 2000  # smaller contexts index in well under a second: not worth a file
+# Documents' language models are stored from this size on (about 30,000 words, which
+# build in about a second; loading the file takes a fifth of that).
+LM_CACHE_MIN_CHARS = 200_000
 
 
 class Transcriber:
@@ -79,6 +92,9 @@ class Transcriber:
         self._retrievers: Recent[tuple, Retriever] = Recent(4)
         self._scorers: Recent[str | None, object] = Recent(2)
         self._graphs: Recent[tuple[tuple[str, float], ...], ContextGraph] = Recent(16)
+        # Documents' language models: a server or a batch job reuses one document.
+        self._lms: Recent[tuple[str, int], NgramLM] = Recent(4)
+        self._classes: TokenClasses | None = None
         self.backend = model_options.backend
         from ctxasr.whisper.faster import PromptedWhisperModel
 
@@ -193,25 +209,66 @@ class Transcriber:
         key = tuple((t.text, t.weight) for t in terms)
         return self._graphs.get(key, lambda: ContextGraph.from_terms(terms, self.encode, bonus=1.0))
 
+    def domain_lm_for(self, document: str, options: TranscribeOptions | None = None) -> NgramLM:
+        """The n-gram model of ``document`` over this model's tokens, built once and
+        kept for the next calls (``ctxasr.context.ngram``).
+
+        Raises:
+            ValueError: the document has no word.
+        """
+        opts = options or self.options
+        tokenizer = self._model.hf_tokenizer
+        if self._classes is None:
+            eot = tokenizer.token_to_id("<|endoftext|>")
+            self._classes = TokenClasses.of_tokenizer(tokenizer, eot)
+        classes = self._classes
+
+        def encode(texts: list[str]) -> list[list[int]]:
+            return [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+        digest = hashlib.sha256(document.encode("utf-8", "surrogatepass")).hexdigest()
+        key = (digest, opts.lm_order)
+
+        def build() -> NgramLM:
+            if not opts.cache_index or len(document) < LM_CACHE_MIN_CHARS:
+                return build_domain_lm(document, encode, classes, opts.lm_order)
+            path = index_cache_dir() / f"lm-{digest[:32]}-{opts.lm_order}-{classes.fingerprint}.npz"
+            try:
+                return load_lm(path, classes)
+            except (OSError, KeyError, ValueError):
+                pass  # missing or stale: rebuild
+            lm = build_domain_lm(document, encode, classes, opts.lm_order)
+            save_lm(lm, path)
+            return lm
+
+        return self._lms.get(key, build)
+
     def transcribe(
         self,
         audio: str | os.PathLike[str] | np.ndarray,
         context: Iterable[ContextTerm | str] = (),
         *,
+        document: str | None = None,
         options: TranscribeOptions | None = None,
         progress: ProgressCallback | None = None,
         on_segment: Callable[[Segment], None] | None = None,
     ) -> Transcript:
         """Transcribe a recording (a path, or 16 kHz mono float32 samples of shape (n,)).
 
-        ``on_segment`` is called with each segment as soon as it is final (timestamps on
-        the recording's clock, terms respelled), in order: a server streams them.
+        ``document``: free text the recording is about (slides, a paper, a chapter).
+        Its terms are the caller's to extract (``ctxasr.context.extract``) and pass in
+        ``context``; here it becomes a language model fused in the search (the options'
+        ``domain_lm``, ct2 and torch backends; ``Transcript.domain_lm`` says what was
+        built). ``on_segment`` is called with each segment as soon as it is final
+        (timestamps on the recording's clock, terms respelled), in order: a server
+        streams them.
 
         Raises:
             AudioError: the recording is missing, unreadable, corrupt or empty.
         """
         opts = options or self.options
         check_backend(opts, self.backend)
+        domain, info = self._domain(document, opts)
         terms = dedupe_terms(_as_term(t) for t in context)
         prompt, plan, fusion = EMPTY_PROMPT, None, None
         if terms and opts.retriever == "all":
@@ -236,9 +293,26 @@ class Transcriber:
             )
             if opts.fusion_weight > 0:
                 fusion = Fusion(opts.fusion_weight, self.graph_for)
-        return self._run(audio, opts, prompt, plan, fusion, progress, on_segment)
+        result = self._run(audio, opts, prompt, plan, fusion, progress, on_segment, domain)
+        return dataclasses.replace(result, domain_lm=info) if info is not None else result
 
-    def _run(self, audio, opts, prompt, plan, fusion, progress, on_segment=None) -> Transcript:
+    def _domain(self, document: str | None,
+                opts: TranscribeOptions) -> tuple[DomainScorer | None, DomainLM | None]:  # fmt: skip
+        """The search's scorer of ``document`` and what it was built from, or (None,
+        None): no document, a document without words, the option off, or a clip
+        backend (its speech LLM has its own tokens and search)."""
+        if (not document or not opts.domain_lm or self.backend in CLIP_BACKENDS
+                or opts.lm_weight == 0 and opts.ilm_weight == 0):  # fmt: skip
+            return None, None
+        try:
+            lm = self.domain_lm_for(document, opts)
+        except ValueError:  # nothing to model: the terms (if any) still apply
+            return None, None
+        info = dataclasses.replace(lm.info, lm_weight=opts.lm_weight, ilm_weight=opts.ilm_weight)
+        return DomainScorer(lm, opts.lm_weight, opts.ilm_weight, opts.lm_mix), info
+
+    def _run(self, audio, opts, prompt, plan, fusion, progress, on_segment=None,
+             domain: DomainScorer | None = None) -> Transcript:  # fmt: skip
         if isinstance(audio, np.ndarray):
             if audio.size == 0:
                 raise AudioError("<samples>", "contains no audio samples (zero-length audio)")
@@ -248,7 +322,7 @@ class Transcriber:
             total = probe(audio).duration
             blocks = stream_audio(audio)
         run = _Run(self, opts, prompt, plan, fusion, progress, total)
-        run.on_segment = on_segment
+        run.on_segment, run.domain = on_segment, domain
         for window, samples in _windows(blocks, opts.vad, run.note_samples):
             run.decode(window, samples)
         return run.result()
@@ -386,6 +460,7 @@ class _Run:
         self.samples = 0
         self.language = opts.language
         self.on_segment: Callable[[Segment], None] | None = None
+        self.domain: DomainScorer | None = None
 
     def note_samples(self, seen: int) -> None:
         self.samples = seen
@@ -405,7 +480,7 @@ class _Run:
         if self.owner._llm is not None:
             self._decode_llm(window, samples, offset)
         else:
-            with self.owner._model.using(self.prompt, self.plan, self.fusion):
+            with self.owner._model.using(self.prompt, self.plan, self.fusion, self.domain):
                 self._decode(window, samples, offset)
         if self.progress is not None:
             self.progress(window.end / SAMPLE_RATE, self.total)

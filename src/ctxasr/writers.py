@@ -99,6 +99,8 @@ def transcript_to_dict(t: Transcript, *, word_timestamps: bool) -> dict[str, Any
         out["words"] = [word_to_dict(w) for w in t.words]
     if t.picks:
         out["context_picks"] = [pick_to_dict(p) for p in t.picks]
+    if t.domain_lm is not None:
+        out["domain_lm"] = dataclasses.asdict(t.domain_lm)
     return out
 
 

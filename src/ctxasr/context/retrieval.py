@@ -28,6 +28,7 @@ import itertools
 import os
 import string
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -215,8 +216,8 @@ class PhoneticRetriever:
         try:
             with np.load(path) as data:
                 return _Index(**{k: data[k] for k in _Index.__dataclass_fields__})
-        except (OSError, KeyError, ValueError):
-            pass  # missing or stale: rebuild
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            pass  # missing, partial or stale: rebuild
         index = self._build()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ctxasr.whisper.decoding import (
     BeamSearch,
+    DomainFusion,
     LogitFilter,
     NoRepeatNgram,
     RepetitionPenalty,
@@ -61,6 +62,7 @@ class TorchWhisper:
 
     device = "cpu"
     device_index = (0,)
+    owns_search = True  # generate() takes ``domain``: the n-gram is fused in the search
 
     def __init__(self, loaded: LoadedWhisper, tokens: WhisperTokens) -> None:
         self.loaded = loaded
@@ -119,8 +121,10 @@ class TorchWhisper:
         sampling_topk: int = 1,
         sampling_temperature: float = 1.0,
         seed: int | None = None,
+        domain: DomainFusion | None = None,
     ) -> list[GenerationResult]:
-        """CTranslate2's ``Whisper.generate`` for one prompt per audio item.
+        """CTranslate2's ``Whisper.generate`` for one prompt per audio item; ``domain``
+        (not CTranslate2's) fuses a document's language model in the beam search.
 
         Sampling (``beam_size`` 1 with ``sampling_topk`` != 1) draws from the whole
         distribution at ``sampling_temperature``; top-k truncation is not implemented.
@@ -150,8 +154,8 @@ class TorchWhisper:
             filters = self._filters(prompt, repetition_penalty, no_repeat_ngram_size,
                                     suppress_blank, suppress_tokens,
                                     max_initial_timestamp_index)  # fmt: skip
-            for found in BeamSearch(self.model, self.tokens, options, filters,
-                                    scorer).run(batch, prompt):  # fmt: skip
+            for found in BeamSearch(self.model, self.tokens, options, filters, scorer,
+                                    domain).run(batch, prompt):  # fmt: skip
                 hyps = found.hypotheses
                 results.append(GenerationResult(
                     sequences_ids=[list(h.tokens) for h in hyps],

@@ -8,6 +8,9 @@ The search is built from small parts, as openai-whisper's decoding is:
   candidate token's score gets ``scorer.score(state, token)`` added, and a finished
   hypothesis gets ``scorer.finish(state)``. The context graph
   (``ctxasr.context.graph``) plugs in here through ``ContextFusion``.
+- ``DomainFusion``: a document's language model (``ctxasr.context.ngram``), fused over
+  the whole vocabulary at every step, with the decoder's internal language model
+  estimated on a second, audio-free decoder cache and subtracted (HAED's recipe).
 - ``BeamSearch``: expands every beam of every audio item in one decoder call, keeps
   the best ``beam_size`` live hypotheses per item and collects finished ones.
 
@@ -27,6 +30,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -288,6 +292,42 @@ class ContextFusion:
         return self.weight * self.graph.finalize(state)
 
 
+class DomainFusion:
+    """A document's language model in the search, over the whole vocabulary.
+
+    ``scorer`` (``ctxasr.context.ngram.DomainScorer``: the n-gram, its weights and
+    mixture; untyped, decoding imports no context module) says what a token earns;
+    this class computes it for every token of every row at once, from the rows'
+    n-gram states and the internal language model's log-probabilities.
+    """
+
+    def __init__(self, scorer) -> None:
+        self.scorer = scorer
+        self._scored = torch.from_numpy(scorer.lm.token_class >= 0)  # (V,) bool
+
+    def start(self) -> object:
+        return self.scorer.lm.start()
+
+    def advance(self, state, token: int) -> object:
+        return self.scorer.lm.advance(state, token)
+
+    def bonus(self, states: Sequence[object], ilm_logprobs: Tensor) -> Tensor:
+        """(N, V) additions to the rows' log-probabilities, from each row's n-gram
+        state and the internal model's (N, V) log-probabilities."""
+        vocab = ilm_logprobs.shape[-1]
+        lm = self.scorer.lm
+        doc = np.stack([lm.distribution(s)[:vocab] for s in states])
+        scored = self._scored[:vocab]
+        if doc.shape[1] < vocab:  # the model's vocabulary has unused ids past the tokenizer's
+            doc = np.pad(doc, ((0, 0), (0, vocab - doc.shape[1])), constant_values=1.0)
+            scored = torch.cat([scored, scored.new_zeros(vocab - scored.shape[0])])
+        ilm = ilm_logprobs.double()
+        mix = self.scorer.mix
+        mixed = torch.log(mix * torch.from_numpy(doc) + (1 - mix) * ilm.exp())
+        out = self.scorer.lm_weight * mixed - self.scorer.ilm_weight * ilm
+        return torch.where(scored, out, torch.zeros((), dtype=out.dtype)).float()
+
+
 @dataclass
 class _Live:
     """A hypothesis still being extended."""
@@ -297,6 +337,7 @@ class _Live:
     fusion: float
     state: object
     logprobs: list[float] = field(default_factory=list)
+    history: object = None  # the domain language model's state
 
 
 @dataclass
@@ -310,11 +351,13 @@ class _Candidate:
     logprob: float  # of the token alone
     bonus: float
     state: object
+    history: object = None
 
     def extended(self) -> _Live:
         p = self.parent
         return _Live(p.tokens + [self.token], p.logprob + self.logprob,
-                     p.fusion + self.bonus, self.state, p.logprobs + [self.logprob])  # fmt: skip
+                     p.fusion + self.bonus, self.state, p.logprobs + [self.logprob],
+                     self.history)  # fmt: skip
 
 
 @dataclass
@@ -341,18 +384,20 @@ class BeamSearch:
     """Search the decoder for each audio item's best token sequences.
 
     ``filters`` run in order on every step's logits; ``scorer`` (optional) adds shallow
-    fusion. With ``options.temperature > 0`` rows are sampled instead (Whisper's
-    temperature fallback), ``num_hypotheses`` samples per item.
+    fusion, ``domain`` a document's language model. With ``options.temperature > 0``
+    rows are sampled instead (Whisper's temperature fallback), ``num_hypotheses``
+    samples per item; sampling leaves ``domain`` out.
     """
 
     def __init__(self, model: Whisper, tokens: WhisperTokens, options: SearchOptions,
-                 filters: Sequence[LogitFilter] = (),
-                 scorer: TokenScorer | None = None) -> None:  # fmt: skip
+                 filters: Sequence[LogitFilter] = (), scorer: TokenScorer | None = None,
+                 domain: DomainFusion | None = None) -> None:  # fmt: skip
         self.model = model
         self.t = tokens
         self.options = options
         self.filters = list(filters)
         self.scorer = scorer
+        self.domain = domain
         self.steps = 0  # decoding steps of the last run (for benchmarks)
 
     @torch.inference_mode()
@@ -377,6 +422,8 @@ class BeamSearch:
                            self.model.dims.n_text_ctx - len(prompt)))  # fmt: skip
         if self.options.temperature > 0:
             found = self._sample(first, cache, steps)
+        elif self.domain is not None:
+            found = self._beam(first, cache, steps, self._internal_lm(prompt, audio_features))
         else:
             found = self._beam(first, cache, steps)
         return [SearchResult(tuple(h), p) for h, p in zip(found, no_speech, strict=True)]
@@ -389,25 +436,46 @@ class BeamSearch:
             f.apply(logits, generated, step)
         return torch.log_softmax(logits, dim=-1)
 
-    def _beam(self, first: Tensor, cache: KVCache, steps: int) -> list[list[Hypothesis]]:
+    def _internal_lm(self, prompt: list[int], audio_features: Tensor) -> tuple[KVCache, Tensor]:
+        """A decoder cache without audio, and its (A, V) first logits: the internal LM.
+
+        One zero frame stands for a zero encoder output of any length: the cross
+        attention of a constant input is uniform, so it returns the same value vector.
+        """
+        n_audio, _, width = audio_features.shape
+        silent = audio_features.new_zeros((n_audio, 1, width))
+        cache = self.model.decoder.new_cache(silent)
+        logits = self.model.decoder(torch.tensor([prompt] * n_audio), cache)[:, -1]
+        return cache, logits
+
+    def _beam(self, first: Tensor, cache: KVCache, steps: int,
+              internal: tuple[KVCache, Tensor] | None = None) -> list[list[Hypothesis]]:  # fmt: skip
         n_audio = first.shape[0]
         start = self.scorer.start() if self.scorer is not None else None
+        history = self.domain.start() if self.domain is not None else None
         # An item starts with one live row; after the first step it has K.
-        groups = [[_Live([], 0.0, 0.0, start)] for _ in range(n_audio)]
+        groups = [[_Live([], 0.0, 0.0, start, history=history)] for _ in range(n_audio)]
         finished: list[list[Hypothesis]] = [[] for _ in range(n_audio)]
         active = list(range(n_audio))  # items still searching, in cache order
         logits = first
+        ilm_cache, ilm_logits = internal if internal is not None else (None, None)
         for step in range(steps):
             self.steps += 1
             rows = [h for i in active for h in groups[i]]
             logprobs = self._logprobs(logits, rows, step)  # (N, V)
+            dense = None
+            if self.domain is not None and ilm_logits is not None:
+                ilm = torch.log_softmax(ilm_logits.float(), dim=-1)  # (N, V)
+                dense = self.domain.bonus([h.history for h in rows], ilm)
             last = step + 1 == steps
             origins: list[int] = []
             still = []
             offset = 0
             for i in active:
                 size = len(groups[i])
-                candidates = self._expand(groups[i], logprobs[offset : offset + size], offset)
+                part = None if dense is None else dense[offset : offset + size]
+                candidates = self._expand(groups[i], logprobs[offset : offset + size], offset,
+                                          part)  # fmt: skip
                 live = self._settle(candidates, finished[i], last)
                 offset += size
                 if live and len(finished[i]) < self.options.max_candidates:
@@ -416,19 +484,30 @@ class BeamSearch:
                     origins += [c.row for c in live]
             if not still:
                 break
+            caches = [cache] if ilm_cache is None else [cache, ilm_cache]
             if len(still) != len(active):
-                cache.select_audio(torch.tensor([active.index(i) for i in still]))
+                for c in caches:
+                    c.select_audio(torch.tensor([active.index(i) for i in still]))
                 active = still
-            cache.reorder(torch.tensor(origins))
+            for c in caches:
+                c.reorder(torch.tensor(origins))
             next_tokens = torch.tensor([[h.tokens[-1]] for i in active for h in groups[i]])
             logits = self.model.decoder(next_tokens, cache)[:, -1]
+            if ilm_cache is not None:
+                ilm_logits = self.model.decoder(next_tokens, ilm_cache)[:, -1]
         return [self._ranked(f) for f in finished]
 
-    def _expand(self, group: list[_Live], logprobs: Tensor, offset: int) -> list[_Candidate]:
-        """The best 2K candidates of one item's K rows, by fused score, best first."""
+    def _expand(self, group: list[_Live], logprobs: Tensor, offset: int,
+                dense: Tensor | None = None) -> list[_Candidate]:  # fmt: skip
+        """The best 2K candidates of one item's K rows, by fused score, best first.
+
+        ``dense`` (K, V): the domain model's additions, which pick the candidates too.
+        """
         width = min(2 * self.options.beam_size, logprobs.shape[-1])
-        top = torch.topk(logprobs, width, dim=-1)
-        top_ids, top_lp = top.indices.tolist(), top.values.tolist()
+        ranked = logprobs if dense is None else logprobs + dense
+        top_ids = torch.topk(ranked, width, dim=-1).indices
+        top_lp = logprobs.gather(-1, top_ids).tolist()
+        top_ids = top_ids.tolist()
         candidates = []
         for r, h in enumerate(group):
             tokens = dict(zip(top_ids[r], top_lp[r], strict=True))
@@ -440,11 +519,15 @@ class BeamSearch:
             for token, lp in tokens.items():
                 if lp == NEG_INF:
                     continue
-                bonus, state = 0.0, None
+                bonus, state, history = 0.0, None, None
                 if self.scorer is not None:
                     bonus, state = self.scorer.score(h.state, token)
+                if dense is not None and self.domain is not None:
+                    bonus += float(dense[r, token])
+                    history = self.domain.advance(h.history, token)
                 total = h.logprob + h.fusion + lp + bonus
-                candidates.append(_Candidate(total, offset + r, h, token, lp, bonus, state))
+                candidates.append(_Candidate(total, offset + r, h, token, lp, bonus, state,
+                                             history))  # fmt: skip
         candidates.sort(key=lambda c: -c.total)
         return candidates[:width]
 

@@ -11,14 +11,16 @@ only when it loads a model.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from faster_whisper import WhisperModel
 
 from ctxasr.context.graph import ContextGraph, Fusion
+from ctxasr.context.ngram import DomainScorer
 from ctxasr.context.prompt import EMPTY_PROMPT, Prompt
 from ctxasr.context.terms import ContextTerm
 from ctxasr.context.twopass import FirstPass, SeekPlan, TwoPassSeek, with_context
@@ -57,16 +59,16 @@ class PromptedWhisperModel(WhisperModel):
         self.model = NBest(TorchWhisper(loaded, tokens_of(self.hf_tokenizer, loaded)))
 
     @contextlib.contextmanager
-    def using(self, prompt: Prompt, plan: SeekPlan | None,
-              fusion: Fusion | None = None) -> Iterator[None]:  # fmt: skip
+    def using(self, prompt: Prompt, plan: SeekPlan | None, fusion: Fusion | None = None,
+              domain: DomainScorer | None = None) -> Iterator[None]:  # fmt: skip
         """Decode with this context until the block ends (this thread only)."""
         self._local.prompt, self._local.plan = prompt, plan
-        self._local.fusion = fusion
+        self._local.fusion, self._local.domain = fusion, domain
         try:
             yield
         finally:
             self._local.prompt, self._local.plan = EMPTY_PROMPT, None
-            self._local.fusion = None
+            self._local.fusion = self._local.domain = None
 
     def get_prompt(self, tokenizer, previous_tokens, without_timestamps=False,
                    prefix=None, hotwords=None):  # fmt: skip
@@ -87,6 +89,11 @@ class PromptedWhisperModel(WhisperModel):
         return self.model.fusion(ContextFusion(graph, fusion.weight, tokenizer.eot))
 
     def generate_with_fallback(self, encoder_output, prompt, tokenizer, options):
+        domain: DomainScorer | None = getattr(self._local, "domain", None)
+        with self.model.domain(domain, tokenizer.sot_sequence):
+            return self._generate_with_fallback(encoder_output, prompt, tokenizer, options)
+
+    def _generate_with_fallback(self, encoder_output, prompt, tokenizer, options):
         plan: SeekPlan | None = getattr(self._local, "plan", None)
         if plan is None:
             fusion: Fusion | None = getattr(self._local, "fusion", None)
@@ -169,19 +176,47 @@ class Merged:
 
     sequences_ids: list[list[int]]
     no_speech_prob: float
+    scores: list[float] = field(default_factory=list)
+
+
+def _zero_frame(encoder_output):
+    """One zero encoder frame shaped like ``encoder_output``'s (A, T, D), as CTranslate2
+    takes it: the internal language model's input (see ``DomainScorer``)."""
+    import ctranslate2
+
+    width = int(encoder_output.shape[2])
+    return ctranslate2.StorageView.from_array(np.zeros((1, 1, width), dtype=np.float32))
 
 
 class NBest:
-    """A CTranslate2 Whisper that can be asked for n-best beam search hypotheses.
+    """A CTranslate2 Whisper that can be asked for n-best beam search hypotheses, and
+    that fuses a document's language model.
 
     faster-whisper asks for one hypothesis and offers no way to ask for more; this
     wrapper adds ``num_hypotheses`` to beam searches inside ``hypotheses(n)``. The best
     hypothesis stays first, where faster-whisper looks.
+
+    Inside ``domain(scorer, ...)`` a document's model joins every beam search: the
+    torch backend fuses it at every step (``DomainFusion``); CTranslate2's search has no
+    hook for it, so there the search returns its ``beam_size`` best hypotheses and they
+    are re-ranked by ``(log P + the scorer's addition) / length ** length_penalty``, the
+    internal LM's log-probabilities coming from a forced decode of each hypothesis on a
+    zero encoder output (``align``).
     """
 
     def __init__(self, model) -> None:  # model: ctranslate2.models.Whisper
         self._model = model
         self._local = threading.local()
+        self._fusions: dict[int, object] = {}  # id(scorer) -> DomainFusion (torch backend)
+
+    @contextlib.contextmanager
+    def domain(self, scorer: DomainScorer | None, sot_sequence: Sequence[int]) -> Iterator[None]:
+        previous = getattr(self._local, "domain", None)
+        self._local.domain = (scorer, list(sot_sequence)) if scorer is not None else None
+        try:
+            yield
+        finally:
+            self._local.domain = previous
 
     def __getattr__(self, name: str):
         return getattr(self._model, name)
@@ -194,9 +229,53 @@ class NBest:
         finally:
             self._local.n = 1
 
-    def generate(self, *args, **kwargs):
+    def generate(self, encoder_output, prompts, **kwargs):
         n = getattr(self._local, "n", 1)
         beam = kwargs.get("beam_size", 1)
         if n > 1 and beam > 1 and "num_hypotheses" not in kwargs:
             kwargs["num_hypotheses"] = min(n, beam)
-        return self._model.generate(*args, **kwargs)
+        domain = getattr(self._local, "domain", None)
+        if domain is None or beam <= 1:  # greedy and sampling fallbacks stay as they are
+            return self._model.generate(encoder_output, prompts, **kwargs)
+        scorer, sot_sequence = domain
+        if getattr(self._model, "owns_search", False):
+            return self._model.generate(encoder_output, prompts, domain=self._fusion(scorer),
+                                        **kwargs)  # fmt: skip
+        wanted = kwargs.get("num_hypotheses", 1)
+        kwargs["num_hypotheses"] = max(wanted, beam)
+        kwargs["return_scores"] = True
+        found = self._model.generate(encoder_output, prompts, **kwargs)
+        penalty = kwargs.get("length_penalty", 1.0)
+        return [self._rescored(r, scorer, sot_sequence, encoder_output, penalty, wanted)
+                for r in found]  # fmt: skip
+
+    def _fusion(self, scorer: DomainScorer):
+        found = self._fusions.get(id(scorer))
+        if found is None or found.scorer is not scorer:
+            from ctxasr.whisper.decoding import DomainFusion
+
+            self._fusions = {id(scorer): DomainFusion(scorer)}  # one document at a time
+            found = self._fusions[id(scorer)]
+        return found
+
+    def _rescored(self, result, scorer: DomainScorer, sot_sequence: list[int],
+                  encoder_output, penalty: float, keep: int) -> Merged:  # fmt: skip
+        first_special = scorer.lm.first_special
+        silent = _zero_frame(encoder_output)
+        ranked = []
+        for seq, score in zip(result.sequences_ids, result.scores, strict=True):
+            text = [t for t in seq if t < first_special]
+            ilm = iter(self._text_logprobs(silent, sot_sequence, text))
+            per_token = [next(ilm) if t < first_special else 0.0 for t in seq]
+            length = max(1, len(seq)) ** penalty
+            total = (score * length + scorer.score(seq, per_token)) / length
+            ranked.append((total, list(seq), score))
+        ranked.sort(key=lambda r: -r[0])
+        return Merged([r[1] for r in ranked[:keep]], result.no_speech_prob,
+                      [r[2] for r in ranked[:keep]])  # fmt: skip
+
+    def _text_logprobs(self, silent, sot_sequence: list[int], text: list[int]) -> list[float]:
+        if not text:
+            return []
+        found = self._model.align(silent, sot_sequence, [text], 2)[0]
+        return [math.log(max(p, 1e-30)) for p in found.text_token_probs]
