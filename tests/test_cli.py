@@ -1,4 +1,6 @@
-"""The command line: exit codes, one-line errors, outputs. Runs the real console script."""
+"""The command line: exit codes, one-line errors, outputs. Runs the real console script;
+what reaches the transcriber (the document, the options) is checked in process, with a
+fake model that records its calls."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import subprocess
 import sys
 import wave
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -224,3 +227,160 @@ def test_output_file_gets_normal_permissions_and_replaces_atomically(tmp_path):
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary file left
+
+
+# --- what reaches the transcriber, in process, without a model ------------------------
+
+
+class RecordingTranscriber:
+    """Stands in for ``Transcriber``: records its options and each call's context and
+    document, and reports a domain LM when given a document (as the real one does)."""
+
+    calls: ClassVar[list[dict]] = []
+
+    def __init__(self, model=None, options=None, model_options=None) -> None:
+        from ctxasr.models import ResolvedModel
+
+        self.resolved = ResolvedModel(name="fake", path="fake")
+        self.options = options
+
+    def transcribe(self, audio, context=(), *, document=None, progress=None):
+        from ctxasr.results import DomainLM, Transcript
+
+        RecordingTranscriber.calls.append({"audio": str(audio), "options": self.options,
+                                           "terms": [t.text for t in context],
+                                           "document": document})  # fmt: skip
+        lm = DomainLM(len(document.split()), 0, 4, 0, 0, 0.0, "", 0.3, 0.3) if document else None
+        return Transcript(text="words", segments=(), duration=1.0, model="fake", language="en",
+                          context_used=tuple(t.text for t in context), domain_lm=lm)  # fmt: skip
+
+
+@pytest.fixture
+def fake_model(monkeypatch) -> list[dict]:
+    """The transcriber's calls; batch rows run in this process."""
+    import ctxasr.transcribe
+    from ctxasr.batch import job as job_module
+    from ctxasr.batch.rows import transcribe_row
+
+    def engine(tasks, setup, workers):
+        fake = RecordingTranscriber(options=setup.options)
+        for task in tasks:
+            yield transcribe_row(fake, task)
+
+    monkeypatch.setattr(RecordingTranscriber, "calls", [])
+    monkeypatch.setattr(ctxasr.transcribe, "Transcriber", RecordingTranscriber)
+    monkeypatch.setattr(job_module, "_engine", lambda options: engine)
+    monkeypatch.delenv("CTXASR_DEBUG", raising=False)
+    return RecordingTranscriber.calls
+
+
+def in_process(*args: str):
+    from typer.testing import CliRunner
+
+    from ctxasr.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture
+def documents(tmp_path) -> tuple[Path, Path]:
+    slides = tmp_path / "slides.txt"
+    slides.write_text("Slide 1: Kubernetes and etcd\n\n", encoding="utf-8")
+    paper = tmp_path / "paper.txt"
+    paper.write_bytes("\ufeffThe Raft consensus of etcd, by Ongaro.\n".encode())  # a BOM
+    return slides, paper
+
+
+def test_transcribe_passes_the_context_texts_as_one_document(fake_model, silent_wav, documents):
+    slides, paper = documents
+    result = in_process("transcribe", str(silent_wav), "--context-text", str(slides),
+                        "--context-text", str(paper), "-k", "Istio", "-f", "json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    (call,) = fake_model
+    # A blank line between the files, the BOM dropped.
+    assert (
+        call["document"] == "Slide 1: Kubernetes and etcd\n\nThe Raft consensus of etcd, by Ongaro."
+    )
+    assert call["terms"][0] == "Istio" and {"Kubernetes", "Ongaro"} <= set(call["terms"])
+    assert json.loads(result.stdout)["domain_lm"]["words"] == 12
+
+
+def test_transcribe_without_context_text_passes_no_document(fake_model, silent_wav):
+    result = in_process("transcribe", str(silent_wav), "-k", "Istio", "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    assert fake_model[0]["document"] is None
+    assert "domain_lm" not in json.loads(result.stdout)
+
+
+def test_domain_lm_flags_reach_the_options(fake_model, silent_wav):
+    result = in_process("transcribe", str(silent_wav), "-q")
+    assert result.exit_code == 0, result.stderr
+    defaults = fake_model[-1]["options"]
+    assert (defaults.domain_lm, defaults.lm_weight, defaults.ilm_weight) == (True, 0.3, 0.3)
+    result = in_process("transcribe", str(silent_wav), "--no-domain-lm", "--lm-weight", "0.5",
+                        "--ilm-weight", "0", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    given = fake_model[-1]["options"]
+    assert (given.domain_lm, given.lm_weight, given.ilm_weight) == (False, 0.5, 0.0)
+
+
+@pytest.mark.parametrize("flag", ["--lm-weight", "--ilm-weight"])
+def test_weight_out_of_range_is_a_usage_error(fake_model, silent_wav, flag):
+    result = in_process("transcribe", str(silent_wav), flag, "5")
+    assert result.exit_code == 2 and not fake_model
+    # click's usage error (exit 2, as every out-of-range flag): one line naming the flag.
+    (line,) = [x for x in result.stderr.splitlines() if "Invalid value" in x]
+    assert f"'{flag}'" in line and "less than or equal to 2" in line
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["transcribe", "batch", "eval", "serve"])
+def test_every_command_offers_the_domain_lm_flags(command):
+    result = in_process(command, "--help")
+    assert result.exit_code == 0
+    for flag in ("--domain-lm", "--no-domain-lm", "--lm-weight", "--ilm-weight"):
+        assert flag in result.stdout, (command, flag)
+
+
+def test_batch_puts_the_job_document_before_each_rows_own(fake_model, tmp_path, silent_wav,
+                                                          documents):  # fmt: skip
+    slides, _ = documents
+    (tmp_path / "own.txt").write_text("Row two's chapter on Paxos.\n", encoding="utf-8")
+    rows = [{"audio": silent_wav.name}, {"audio": silent_wav.name, "context_text_file": "own.txt"},
+            {"audio": silent_wav.name, "context_text": "Row three: Zookeeper."}]  # fmt: skip
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = in_process("batch", str(manifest), "-o", str(out), "--context-text", str(slides),
+                        "--lm-weight", "0.7", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    job = "Slide 1: Kubernetes and etcd"
+    assert [c["document"] for c in fake_model] == [
+        slides.read_text(), f"{job}\n\nRow two's chapter on Paxos.", f"{job}\n\nRow three: Zookeeper."
+    ]  # fmt: skip
+    assert all(c["options"].lm_weight == 0.7 for c in fake_model)
+    assert all("Kubernetes" in c["terms"] for c in fake_model)
+
+
+@pytest.mark.model
+def test_json_output_says_what_the_domain_lm_was_built_from(tmp_path):
+    """The real tiny.en on 2 s of speech: the document's LM is built and reported."""
+    clip = tmp_path / "clip.wav"
+    with wave.open(str(FIXTURES / "audio" / "1272-128104-0000.wav"), "rb") as w:
+        params, frames = w.getparams(), w.readframes(2 * w.getframerate())
+    with wave.open(str(clip), "wb") as w:
+        w.setparams(params)
+        w.writeframes(frames)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Mister Quilter is the apostle of the middle classes.\n", encoding="utf-8")
+    base = ["transcribe", str(clip), "--context-text", str(notes), "-f", "json", "-q"]
+    proc = ctxasr(*base, "--lm-weight", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    lm = out["domain_lm"]
+    assert lm["words"] == 9 and lm["tokens"] > 0 and lm["ngrams"] > 0 and lm["order"] == 4
+    assert (lm["lm_weight"], lm["ilm_weight"]) == (0.5, 0.3) and len(lm["sha256"]) == 64
+    assert "quilter" in out["text"].casefold()
+    proc = ctxasr(*base, "--no-domain-lm")
+    assert proc.returncode == 0, proc.stderr
+    assert "domain_lm" not in json.loads(proc.stdout)

@@ -79,7 +79,7 @@ class FakeTranscriber:
     def __init__(self, model=None, options=None, model_options=None) -> None:
         self.resolved = ResolvedModel(name="fake", path="fake")
 
-    def transcribe(self, audio, terms=(), progress=None):
+    def transcribe(self, audio, terms=(), progress=None, document=None):
         probe(audio)
         samples = sum(len(block) for block in stream_audio(audio))
         return Transcript(text="words", segments=(), duration=samples / SAMPLE_RATE,
@@ -516,6 +516,8 @@ PLACES = {
     "batch manifest": (["batch", "{}", "-o", "{where}/out.jsonl", "-q"], False),
     "batch -o": (["batch", "{manifest}", "-o", "{}", "-q"], True),
     "batch --context": (["batch", "{manifest}", "-o", "{where}/o.jsonl", "-c", "{}", "-q"], False),
+    "batch --context-text": (["batch", "{manifest}", "-o", "{where}/o.jsonl", "--context-text", "{}",
+                              "-q"], False),
     "data --refs": (["data", "biasing-lists", "--refs", "{}", "--pool", "{pool}", "-n", "1",
                      "-o", "{where}/o.tsv"], False),
     "data --pool": (["data", "biasing-lists", "--refs", "{refs}", "--pool", "{}", "-n", "1",
@@ -562,6 +564,37 @@ def test_every_odd_file_in_every_place(place, kind):
             assert result.exit_code in (1, 2), f"{place} {kind}: exit {result.exit_code}"
 
 
+# A document that is binary (a NUL byte among the text) or not UTF-8: the file named,
+# nothing transcribed, whichever command reads it.
+BAD_DOCUMENTS = {
+    "binary": (b"Kubernetes and etcd\0\0\x01\x02 slides\n", "is a binary file, not text"),
+    "not-utf8": (
+        "Zürich, Müller\n".encode("latin-1"),
+        "is not UTF-8 text (invalid byte at offset 1)",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_DOCUMENTS))
+@pytest.mark.parametrize("command", ["transcribe", "batch"])
+def test_a_context_text_that_is_not_text_is_one_line_naming_the_file(command, kind):
+    content, problem = BAD_DOCUMENTS[kind]
+    with folder() as where:
+        (where / "m.jsonl").write_text(json.dumps({"audio": "good.wav"}) + "\n")
+        doc = where / "slides.txt"
+        doc.write_bytes(content)
+        if command == "transcribe":
+            args = ["transcribe", str(where / "good.wav")]
+        else:
+            args = ["batch", str(where / "m.jsonl"), "-o", str(where / "out.jsonl")]
+        args += ["--context-text", str(doc), "-q"]
+        result = invoke(args, where)
+        check(result, args, {})
+        assert result.exit_code == 1, result.stderr
+        assert result.stderr == f"ctxasr: error: {doc}: {problem}\n"
+        assert not (where / "out.jsonl").exists()
+
+
 # --- as a user runs it ---------------------------------------------------------------
 
 
@@ -587,3 +620,17 @@ def test_a_fifo_in_a_real_process(template):
         assert proc.stderr.count("\n") == 1, proc.stderr
         assert proc.stderr.startswith(f"ctxasr: error: {where / 'fifo'}: is not a regular file")
         assert stat.S_ISFIFO((where / "fifo").lstat().st_mode)  # left as it was
+
+
+def test_a_binary_context_text_in_a_real_process():
+    """The real command, in its own process: one line naming the file, exit 1."""
+    with folder() as where:
+        doc = where / "slides.pdf"
+        doc.write_bytes(b"%PDF-1.7\n\0\0binary")
+        env = {k: v for k, v in os.environ.items() if k != "CTXASR_DEBUG"}
+        args = ["transcribe", str(where / "good.wav"), "--context-text", str(doc)]
+        proc = subprocess.run([sys.executable, "-m", "ctxasr.cli", *args], capture_output=True,
+                              text=True, env=env, timeout=60, check=False)  # fmt: skip
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr == f"ctxasr: error: {doc}: is a binary file, not text\n"
+        assert proc.stdout == ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,7 @@ def good(manifest: Path) -> tuple[list[EvalItem], list[Task]]:
     assert [t.error for t in tasks] == [None] * len(tasks)
     assert [str(i.audio) for i in items] == [t.audio for t in tasks]
     assert [i.terms for i in items] == [t.terms for t in tasks]
+    assert [i.context_text for i in items] == [t.document for t in tasks]
     assert [r.line for r in read_manifest_rows(manifest)] == [t.line for t in tasks]
     return items, tasks
 
@@ -153,6 +155,15 @@ def test_unicode_line_separators_stay_inside_their_row(tmp_path):
             "missing.txt: no such file",
         ),
         ({"audio": "a.wav", "text": "t", "context_file": ""}, "'context_file' must be a path"),
+        (
+            {"audio": "a.wav", "text": "t", "context_text_file": "doc.txt"},
+            "context_text_file ",  # then the path and "no such file"
+        ),
+        (
+            {"audio": "a.wav", "text": "t", "context_text_file": 3},
+            "'context_text_file' must be a path",
+        ),
+        ({"audio": "a.wav", "text": "t", "context_text": ["a"]}, "'context_text' must be a string"),
         ({"audio": "a.wav", "text": "t", "context": "a, b"}, "'context' must be a list of strings"),
         (
             {"audio": "a.wav", "text": "t", "context": [{"text": "a", "weight": 0}]},
@@ -246,6 +257,92 @@ def test_numbered_lines():
         (4, b"b\xe2\x80\xa8c\rd"),
         (5, b"last"),
     ]
+
+
+# --- documents: context_text and context_text_file ------------------------------------
+
+
+def test_a_document_inline_from_a_file_or_both(tmp_path):
+    (tmp_path / "doc.txt").write_bytes(b"\xef\xbb\xbfThe Kubernetes talk.\nQuilter spoke.\n")
+    manifest = write(
+        tmp_path / "m.jsonl",
+        {"audio": "a.wav", "text": "t", "context_text_file": "doc.txt"},
+        {"audio": "b.wav", "text": "t", "context_text": "Birket and Linnell"},
+        {
+            "audio": "c.wav",
+            "text": "t",
+            "context_text": "Birket.\n",
+            "context_text_file": "doc.txt",
+        },
+        {"audio": "d.wav", "text": "t", "context_text": " \n", "context": ["x"]},
+        {"audio": "e.wav", "text": "t", "context_text": None, "context_text_file": None},
+    )
+    items, tasks = good(manifest)
+    assert [i.context_text for i in items] == [
+        "The Kubernetes talk.\nQuilter spoke.\n",  # the BOM dropped, the text as it is
+        "Birket and Linnell",
+        "Birket.\n\nThe Kubernetes talk.\nQuilter spoke.",  # inline, a blank line, the file
+        None,  # blank text is none
+        None,
+    ]
+    assert tasks[1].document == "Birket and Linnell"
+    assert all("context_text" not in dict(i.extra) for i in items)
+
+
+def test_a_documents_terms_follow_the_rows_own(tmp_path):
+    manifest = write(
+        tmp_path / "m.jsonl",
+        {"audio": "a.wav", "text": "t", "context": ["Quilter", "zebra"],
+         "context_text": "Mister Quilter met Birket Linnell about Kubernetes."},
+        {"audio": "b.wav", "text": "t", "context_text": "the cat sat on the mat"},
+    )  # fmt: skip
+    (first, second), _ = good(manifest)
+    assert first.context[:2] == ("Quilter", "zebra")  # own terms first, at weight 1
+    assert first.weights[:2] == (1.0, 1.0) and "Kubernetes" in first.context[2:]
+    assert max(first.weights[2:]) <= 0.5  # extracted: weighted below listed terms
+    assert [t.casefold() for t in first.context].count("quilter") == 1
+    # No rare word, name or acronym: no terms, but the document still goes along.
+    assert second.context == () and second.context_text == "the cat sat on the mat"
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"%PDF-1.7\n\x00\x01binary", "is a binary file, not text"),
+        ("Birket\n".encode("utf-16"), "is a binary file, not text"),
+        ("caf\u00e9\n".encode("latin-1"), "is not UTF-8 text (invalid byte at offset 3)"),
+    ],
+)
+def test_a_document_that_is_not_text_is_a_malformed_row(tmp_path, data, problem):
+    (tmp_path / "doc.pdf").write_bytes(data)
+    manifest = write(tmp_path / "m.jsonl", {"audio": "a.wav", "text": "t",
+                                            "context_text_file": "doc.pdf"})  # fmt: skip
+    message = bad(manifest, 1, problem)
+    assert message == f"{manifest}:1: context_text_file {tmp_path / 'doc.pdf'}: {problem}"
+
+
+def test_a_missing_document_names_its_path(tmp_path):
+    manifest = write(tmp_path / "m.jsonl", {"audio": "a.wav", "context_text_file": "no.txt"})
+    (task,) = read_tasks(manifest)
+    assert task.error == f"{manifest}:1: context_text_file {tmp_path / 'no.txt'}: no such file"
+
+
+def test_a_large_document_is_read_once_and_quickly(tmp_path, monkeypatch):
+    import ctxasr.manifest as mod
+
+    line = "Quilter and Birket discussed the Kubernetes cluster at length.\n"
+    (tmp_path / "book.txt").write_text(line * (1_000_000 // len(line)), encoding="utf-8")
+    calls = []
+    real = mod.read_text_file
+    monkeypatch.setattr(mod, "read_text_file", lambda p: calls.append(p) or real(p))
+    rows = [{"audio": f"{i}.wav", "text": "t", "context_text_file": "book.txt"} for i in range(50)]
+    manifest = write(tmp_path / "m.jsonl", *rows)
+    start = time.perf_counter()
+    items = read_manifest(manifest)
+    assert time.perf_counter() - start < 5.0  # about 0.1 s: read once, terms extracted once
+    assert len(calls) == 1 and len(items[0].context_text) > 999_000
+    assert items[0].context_text is items[-1].context_text  # one string, not 50 copies
+    assert "Kubernetes" in items[0].context
 
 
 # --- property: random manifests read back the same way by both -----------------------

@@ -30,18 +30,26 @@ Fields (a field set to ``null`` counts as absent):
   dropped as :func:`ctxasr.context.terms.dedupe_terms` does (case-insensitive, the
   first spelling, the highest weight). A term's inner whitespace is collapsed to one
   space; blank terms are dropped.
+* ``context_text`` is free text (a document: slides, a paper, a chapter) given inline,
+  ``context_text_file`` names one, its path resolved like the audio's and read as UTF-8
+  (:func:`ctxasr.context.terms.read_text_file`: a BOM is allowed, a file with a NUL
+  byte is binary and refused). A row with both gets the inline text, a blank line,
+  then the file's. Blank text counts as none. ``ManifestRow.terms`` leaves the text
+  alone; :func:`context_terms` adds the terms extracted from it.
 * ``rare_words`` is a list of strings, ``duration`` a number of seconds (not
   negative), ``id`` a string or a whole number.
 * every other field is kept as it is, in order, in ``ManifestRow.fields``.
 
 A row that is not UTF-8, not JSON, not an object, has no audio path, or has a known
-field of the wrong kind, or a ``context_file`` that cannot be read, is *malformed*: its
-``ManifestRow.error`` says why. Reading never raises for one row; only a manifest that
-is missing or cannot be read raises :class:`~ctxasr.errors.CtxasrError`.
+field of the wrong kind, or a ``context_file`` or ``context_text_file`` that cannot be
+read, is *malformed*: its ``ManifestRow.error`` says why. Reading never raises for one
+row; only a manifest that is missing or cannot be read raises
+:class:`~ctxasr.errors.CtxasrError`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -51,15 +59,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctxasr.context.terms import ContextTerm, dedupe_terms, read_term_file
-from ctxasr.errors import CtxasrError
+from ctxasr.context.extract import terms_from_text
+from ctxasr.context.terms import (
+    ContextTerm,
+    dedupe_terms,
+    join_documents,
+    read_term_file,
+    read_text_file,
+)
+from ctxasr.errors import ContextError, CtxasrError
 
 BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark
 AUDIO_FIELDS = ("audio_filepath", "audio")  # NeMo's name, then Hugging Face's
 # The fields this module reads; the rest pass through untouched.
 KNOWN_FIELDS = frozenset(
-    {*AUDIO_FIELDS, "text", "context", "context_file", "rare_words", "duration", "id"}
-)
+    {*AUDIO_FIELDS, "text", "context", "context_file", "context_text", "context_text_file",
+     "rare_words", "duration", "id"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,7 @@ class ManifestRow:
     audio: Path | None = None  # absolute; None when the row is malformed
     text: str | None = None  # the reference transcript, when given
     terms: tuple[ContextTerm, ...] = ()  # ``context``, then ``context_file``, deduplicated
+    context_text: str | None = None  # ``context_text``, then ``context_text_file``'s text
     rare_words: tuple[str, ...] | None = None  # as written
     duration: float | None = None  # seconds
     id: str | None = None
@@ -135,6 +152,7 @@ class _RowReader:
         self.source = source
         self.base = base
         self._files: dict[Path, tuple[ContextTerm, ...] | CtxasrError] = {}
+        self._texts: dict[Path, str | CtxasrError] = {}  # a document may serve many rows
 
     def row(self, lineno: int, raw: bytes) -> ManifestRow:
         try:
@@ -161,6 +179,7 @@ class _RowReader:
             "audio": self._resolve(audio),
             "text": _text(obj.get("text")),
             "terms": self._terms(obj),
+            "context_text": self._context_text(obj),
             "rare_words": _rare_words(obj.get("rare_words")),
             "duration": _duration(obj.get("duration")),
             "id": _id(obj.get("id")),
@@ -189,6 +208,52 @@ class _RowReader:
         if isinstance(found, CtxasrError):
             raise _Malformed(f"context_file {found}")
         return found
+
+    def _context_text(self, obj: dict[str, Any]) -> str | None:
+        inline = obj.get("context_text")
+        if inline is not None and not isinstance(inline, str):
+            raise _Malformed("field 'context_text' must be a string")
+        name = obj.get("context_text_file")
+        from_file = None
+        if name is not None:
+            if not isinstance(name, str) or not name.strip():
+                raise _Malformed("field 'context_text_file' must be a path")
+            from_file = self._text_file(self._resolve(name))
+        return join_documents([inline, from_file])
+
+    def _text_file(self, path: Path) -> str:
+        if path not in self._texts:
+            try:
+                self._texts[path] = read_text_file(path)
+            except CtxasrError as err:
+                self._texts[path] = err
+        found = self._texts[path]
+        if isinstance(found, CtxasrError):
+            raise _Malformed(f"context_text_file {found}")
+        return found
+
+
+def context_terms(row: ManifestRow) -> tuple[ContextTerm, ...]:
+    """The terms a row offers the recognizer: its own (``context``, ``context_file``),
+    then those :func:`ctxasr.context.extract.terms_from_text` finds in its
+    ``context_text`` (weighted below listed terms), repeats dropped as
+    :func:`ctxasr.context.terms.dedupe_terms` does.
+
+    A text with no rare word, name or acronym adds no term: it is still the row's
+    document, which a recognizer may use whole.
+    """
+    if row.context_text is None:
+        return row.terms
+    return tuple(dedupe_terms([*row.terms, *_text_terms(row.context_text)]))
+
+
+@functools.lru_cache(maxsize=16)
+def _text_terms(text: str) -> tuple[ContextTerm, ...]:
+    """The terms of one document, extracted once however many rows share it."""
+    try:
+        return tuple(terms_from_text(text, source="context_text"))
+    except ContextError:  # nothing to extract
+        return ()
 
 
 class _Malformed(Exception):
@@ -275,6 +340,7 @@ __all__ = [
     "KNOWN_FIELDS",
     "ManifestRow",
     "audio_key",
+    "context_terms",
     "numbered_lines",
     "read_manifest_rows",
 ]

@@ -17,7 +17,7 @@ from ctxasr.results import Transcript
 
 
 class FakeTranscriber:
-    def transcribe(self, audio, context=()):
+    def transcribe(self, audio, context=(), document=None):
         name = Path(audio).name
         if name.startswith("poison"):
             os._exit(3)  # as a segfault or the OOM killer would: no cleanup, no reply

@@ -18,7 +18,7 @@ from ctxasr.results import Transcript
 class Fake:
     """Transcribes without a model; a file named ``bad*`` is unreadable."""
 
-    def transcribe(self, audio, context=()):
+    def transcribe(self, audio, context=(), document=None):
         name = Path(audio).name
         if name.startswith("bad"):
             raise AudioError(str(audio), "cannot be decoded as audio")

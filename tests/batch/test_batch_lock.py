@@ -219,7 +219,7 @@ def test_a_lock_file_that_cannot_be_made_is_one_error(tmp_path):
 
 
 class Fake:
-    def transcribe(self, audio, context=()):
+    def transcribe(self, audio, context=(), document=None):
         return Transcript(text="x", segments=(), duration=1.0, model="fake", language="en")
 
 

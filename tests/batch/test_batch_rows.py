@@ -125,7 +125,7 @@ class FakeTranscriber:
     def __init__(self, fail: Exception | None = None) -> None:
         self.fail = fail
 
-    def transcribe(self, audio, context=()):
+    def transcribe(self, audio, context=(), document=None):
         if self.fail is not None:
             raise self.fail
         return Transcript(text=f"heard {Path(audio).name}", segments=(), duration=2.5,
@@ -160,6 +160,35 @@ def test_any_failure_becomes_a_one_line_error(fail, message):
     result = transcribe_row(FakeTranscriber(fail), task())
     assert result.row == {"audio": "a.wav", "id": "a", "error": message, "manifest_line": 4}
     assert result.failed and result.audio_seconds == 0.0
+
+
+def test_a_rows_document_goes_to_the_transcriber_with_its_terms(tmp_path):
+    (tmp_path / "slides.txt").write_text("Quilter on Kubernetes\n\nBirket and etcd\n")
+    manifest = write(
+        tmp_path / "m.jsonl",
+        json.dumps({"audio": "a.wav", "context": ["zebra"], "context_text_file": "slides.txt"}),
+        json.dumps({"audio": "b.wav", "context": ["zebra"]}),
+    )
+    with_doc, without = read_tasks(manifest, [ContextTerm("Kubernetes", 2.0), ContextTerm("job")])
+    assert with_doc.document == "Quilter on Kubernetes\n\nBirket and etcd\n"
+    texts = [t.text for t in with_doc.terms]
+    # The row's own terms, the document's, then the job's; a repeat keeps the top weight.
+    assert texts[0] == "zebra" and texts[-1] == "job" and {"Quilter", "etcd"} <= set(texts)
+    assert {t.text: t.weight for t in with_doc.terms}["Kubernetes"] == 2.0
+    assert without.document is None
+    assert [t.text for t in without.terms] == ["zebra", "Kubernetes", "job"]
+
+    seen = []
+
+    class Recording(FakeTranscriber):
+        def transcribe(self, audio, context=(), document=None):
+            seen.append(document)
+            return super().transcribe(audio, context)
+
+    assert not transcribe_row(Recording(), with_doc).failed
+    assert not transcribe_row(Recording(), without).failed
+    assert seen == [with_doc.document, None]
+    assert task_from_json(task_to_json(with_doc)) == with_doc
 
 
 def test_tasks_survive_json_for_ray():

@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from ctxasr.context.terms import (
     ContextTerm,
+    decode_text,
     dedupe_terms,
+    join_documents,
     parse_keywords,
     parse_term_list,
     read_term_file,
@@ -157,6 +159,40 @@ def test_non_utf8_file_names_the_path_and_offset(tmp_path):
 
     assert caught.value.source == str(path)
     assert caught.value.problem == "is not UTF-8 text (invalid byte at offset 3)"
+
+
+def test_a_binary_file_is_not_text(tmp_path):
+    path = tmp_path / "slides.pdf"
+    path.write_bytes(b"%PDF-1.7\n\x00\x01")
+
+    with pytest.raises(ContextError) as caught:
+        read_text_file(path)
+
+    assert str(caught.value) == f"{path}: is a binary file, not text"
+
+
+def test_bytes_are_decoded_as_a_text_file_is_read():
+    assert decode_text("\ufeffZürich\n".encode(), "upload") == "Zürich\n"  # the BOM dropped
+    with pytest.raises(ContextError, match=r"^upload: is a binary file, not text$"):
+        decode_text(b"text\0", "upload")
+    with pytest.raises(
+        ContextError, match=r"^upload: is not UTF-8 text \(invalid byte at offset 1\)$"
+    ):
+        decode_text("Zürich".encode("latin-1"), "upload")
+
+
+@pytest.mark.parametrize(
+    ("texts", "joined"),
+    [
+        ([], None),
+        ([None, "  \n", ""], None),
+        (["Slides.\n"], "Slides.\n"),  # alone: as it is
+        ([None, "Slides.\n\n", " ", "Paper.\n"], "Slides.\n\nPaper."),
+        (["  Indented.", "Next."], "  Indented.\n\nNext."),
+    ],
+)
+def test_documents_join_with_a_blank_line_between(texts, joined):
+    assert join_documents(texts) == joined
 
 
 def test_missing_file_and_directory(tmp_path):

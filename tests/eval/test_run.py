@@ -120,7 +120,7 @@ def test_conditions_choose_the_context():
         context_for(item, "everything")
 
 
-def fake_recognizer(audio: Path, terms):
+def fake_recognizer(audio: Path, terms, document=None):
     # "Hears" the rare word only when it is in the context: the shape of real biasing.
     heard = "mister quilter" if "Quilter" in terms or "quilter" in terms else "mister quilt her"
     return heard + " is here", tuple(terms)
@@ -148,6 +148,27 @@ def test_evaluate_scores_every_condition_and_reports_progress():
     assert by["oracle"].audio_seconds == 5.0
     assert len(report.predictions) == 6
     assert calls[-1] == (15.0, 15.0) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_a_document_goes_to_the_recognizer_under_context_only(tmp_path):
+    (tmp_path / "chapter.txt").write_text("Mister Quilter is the apostle of the middle classes.\n")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"audio_filepath": "u1.wav", "text": "Mister Quilter is here",
+                                    "context": ["zebra"], "context_text_file": "chapter.txt"}) + "\n")  # fmt: skip
+    (item,) = read_manifest(manifest)
+    assert item.context_text == "Mister Quilter is the apostle of the middle classes.\n"
+    assert item.context == ("zebra", "Mister Quilter", "apostle")  # own terms, then the text's
+
+    calls = []
+
+    def recognize(audio, terms, document):
+        calls.append((tuple(terms), document))
+        return fake_recognizer(audio, ["Quilter"] if document and "Quilter" in document else terms)
+
+    report = evaluate([item], recognize, system="fake", conditions=["none", "context", "oracle"])
+    assert calls == [((), None), (item.context, item.context_text), (("quilter",), None)]
+    by = {r.condition: r for r in report.results}
+    assert by["context"].scores.b_wer.errors == 0 and by["none"].scores.b_wer.errors == 1
 
 
 def test_outputs_are_written(tmp_path):

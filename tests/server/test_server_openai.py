@@ -56,6 +56,7 @@ def test_verbose_json_with_words_and_context_text(client):
     starts = [w.start for w in result.words]
     assert starts == sorted(starts)
     assert any(p["selected"] for p in result.context_picks)
+    assert result.domain_lm["words"] == 13  # context_text is the domain LM's document too
 
 
 @pytest.mark.parametrize("fmt", ["text", "srt", "vtt"])

@@ -65,7 +65,7 @@ class FakeTranscriber:
         for _ in range(n):
             self.go.release()
 
-    def transcribe(self, audio, context, *, options, progress, on_segment) -> Transcript:
+    def transcribe(self, audio, context, *, document, options, progress, on_segment) -> Transcript:
         try:
             for i, segment in enumerate(self.segments):
                 if self.fail is not None and i == self.fail_after:

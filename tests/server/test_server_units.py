@@ -11,12 +11,12 @@ from fastapi import FastAPI
 from starlette.datastructures import FormData, Headers, UploadFile
 
 from ctxasr.context.terms import ContextTerm
-from ctxasr.results import Segment, Transcript, Word
+from ctxasr.results import DomainLM, Segment, Transcript, Word
 from ctxasr.server.errors import ApiError, install_handlers
 from ctxasr.server.forms import parse_transcription
 from ctxasr.server.limits import Admission, BodyLimit
 from ctxasr.server.responses import compression_ratio, verbose
-from ctxasr.server.settings import ServerSettings
+from ctxasr.server.settings import ServerSettings, server_decoding
 
 
 def upload(content_type: str = "audio/wav", name: str = "a.wav") -> UploadFile:
@@ -80,6 +80,43 @@ def test_context_text_and_prompt_give_lower_weighted_terms():
     assert any("Dalziel" in t for t in weights) and all(w <= 1.0 for w in weights.values())
 
 
+def test_context_text_values_and_files_are_the_document_and_the_prompt_is_not():
+    import io
+
+    slides = UploadFile(io.BytesIO("\ufeffRaft, by Ongaro.\n\n".encode()), filename="s.txt")
+    req = parse_transcription(form(
+        ("context", "Kubernetes"), ("context_text", "  Slide 1: etcd and Istio \n"),
+        ("context_text[]", slides), ("context_text", "   "), ("prompt", "Vocabulary: Dalziel."),
+        file=upload(),
+    ))  # fmt: skip
+    # Each value stripped, blank ones left out, a blank line between: as --context-text.
+    assert req.document == "Slide 1: etcd and Istio\n\nRaft, by Ongaro."
+    assert {"Kubernetes", "Istio", "Ongaro", "Dalziel"} <= {t.text for t in req.terms}
+    assert parse_transcription(form(("prompt", "Dalziel"), file=upload())).document is None
+    assert parse_transcription(form(file=upload())).document is None
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b"%PDF-1.7\n\0\0\x01binary", "is a binary file, not text"),
+     ("Zürich".encode("latin-1"), "is not UTF-8 text (invalid byte at offset 1)")],
+)  # fmt: skip
+@pytest.mark.parametrize("name", ["context_text", "context_text[]", "context"])
+def test_a_context_upload_that_is_not_text_answers_400(name, content, problem):
+    import io
+
+    bad = UploadFile(io.BytesIO(content), filename="slides.pdf")
+    err = api_error(parse_transcription, form((name, bad), file=upload()))
+    assert (err.status, err.param, err.code) == (400, name, "invalid_context")
+    assert err.message == f"field {name!r}: file 'slides.pdf' {problem}"
+
+
+def test_a_nul_byte_in_a_context_text_field_answers_400():
+    # curl -F "context_text=<slides.pdf" sends the file's bytes as a text field.
+    err = api_error(parse_transcription, form(("context_text", "Kubernetes\0\x01"), file=upload()))
+    assert (err.status, err.param) == (400, "context_text") and "binary" in err.message
+
+
 def test_plain_prose_prompt_is_no_error():
     assert parse_transcription(form(("prompt", "the and of it"), file=upload())).terms == ()
 
@@ -98,7 +135,7 @@ def test_plain_prose_prompt_is_no_error():
         ((("model", "a"), ("model", "b")), "model"),
         ((("context", "# only a comment"), ("context", " ")), "context"),
         ((("context", "term\tminus"),), "context"),
-        ((("context_text", "the and of"),), "context_text"),
+        ((("context_text", " -- ... "),), "context_text"),
         ((("stream", "yes"),), "stream"),
     ],
 )  # fmt: skip
@@ -144,6 +181,18 @@ def test_verbose_json_has_openai_fields_and_ctxasr_extras():
     assert body["usage"] == {"type": "duration", "seconds": 3}  # whole seconds, rounded up
     assert body["context_used"] == ["Birket"] and body["context_picks"] == []
     assert "words" not in verbose(t, words=False, encode=lambda s: [])
+    assert "domain_lm" not in body  # no document, no domain LM
+
+
+def test_verbose_json_says_what_the_domain_lm_was_built_from():
+    lm = DomainLM(words=12, tokens=15, order=4, ngrams=40, classes=11, seconds=0.01,
+                  sha256="ab" * 32, lm_weight=0.3, ilm_weight=0.3)  # fmt: skip
+    t = Transcript(text="", segments=(), duration=1.0, model="tiny.en", language="en",
+                   domain_lm=lm)  # fmt: skip
+    body = verbose(t, words=False, encode=lambda s: [])
+    assert body["domain_lm"] == {"words": 12, "tokens": 15, "order": 4, "ngrams": 40,
+                                 "classes": 11, "seconds": 0.01, "sha256": "ab" * 32,
+                                 "lm_weight": 0.3, "ilm_weight": 0.3}  # fmt: skip
 
 
 def test_compression_ratio_flags_repetition():
@@ -270,3 +319,16 @@ def test_settings_from_environment_and_checked(monkeypatch):
                 {"fusion_weight": 1.0}, {"port": 70000}, {"no_such_setting": 1}):  # fmt: skip
         with pytest.raises(ValueError):
             ServerSettings(**bad)
+
+
+def test_domain_lm_settings_from_environment_and_checked(monkeypatch):
+    assert (ServerSettings().decoding.domain_lm, ServerSettings().decoding.lm_weight) == (True, 0.3)
+    monkeypatch.setenv("CTXASR_DOMAIN_LM", "false")
+    monkeypatch.setenv("CTXASR_LM_WEIGHT", "0.5")
+    monkeypatch.setenv("CTXASR_ILM_WEIGHT", "0")
+    decoding = ServerSettings().decoding
+    assert (decoding.domain_lm, decoding.lm_weight, decoding.ilm_weight) == (False, 0.5, 0.0)
+    assert server_decoding(ServerSettings())["lm_weight"] == 0.5  # what each request gets
+    monkeypatch.setenv("CTXASR_LM_WEIGHT", "5")
+    with pytest.raises(ValueError, match="lm_weight"):
+        ServerSettings()

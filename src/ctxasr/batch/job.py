@@ -116,11 +116,14 @@ def run_batch(
     options: BatchOptions = BatchOptions(),
     terms: Iterable[ContextTerm] = (),
     progress: BatchProgressCallback | None = None,
+    *,
+    document: str | None = None,
 ) -> BatchSummary:
     """Transcribe every row of ``manifest`` into ``output`` (JSONL), resuming a job
     that stopped: rows ``output`` already holds are skipped.
 
-    ``terms`` are offered with every row, after the row's own context.
+    ``terms`` are offered with every row, after the row's own context; ``document``
+    (free text, as ``--context-text``) comes before each row's own document.
 
     Raises:
         CtxasrError: a bad manifest, an output that is a directory, the manifest,
@@ -129,7 +132,7 @@ def run_batch(
             Nothing is written.
         BatchInterrupted: Ctrl-C; the finished rows are in ``output``.
     """
-    return _Job(Path(manifest), Path(output), options, tuple(terms), progress).run()
+    return _Job(Path(manifest), Path(output), options, tuple(terms), progress, document).run()
 
 
 class _Job:
@@ -140,15 +143,16 @@ class _Job:
         options: BatchOptions,
         terms: tuple[ContextTerm, ...],
         progress: BatchProgressCallback | None,
+        document: str | None = None,
     ) -> None:
         self.manifest, self.output, self.options = manifest, output, options
-        self.terms, self.progress = terms, progress
+        self.terms, self.progress, self.document = terms, progress, document
         self.started = time.monotonic()
         self.total = self.skipped = self.done = self.errors = self.earlier_errors = 0
         self.audio_seconds = 0.0
 
     def run(self) -> BatchSummary:
-        tasks = read_tasks(self.manifest, self.terms)
+        tasks = read_tasks(self.manifest, self.terms, self.document)
         check_output(self.output, self.manifest)
         # Before the output is read (and its torn end cut off): one job an output.
         with OutputLock(self.output):

@@ -4,7 +4,9 @@ A batch manifest is NeMo-style JSONL, read by :mod:`ctxasr.manifest`'s rules, as
 evaluation manifest is, but leniently: ``text`` is optional, and a malformed line (not
 JSON, not an object, no audio path, a bad context) becomes a result row with an
 ``"error"`` instead of stopping a job that may be hours long. Only a manifest that
-cannot be read at all, or has no row, is fatal.
+cannot be read at all, or has no row, is fatal. A row's document (``context_text``,
+``context_text_file``) goes to the transcriber whole, and its terms join the row's, as
+in an evaluation (:func:`ctxasr.manifest.context_terms`).
 
 A result row is the manifest row's own fields plus ``"pred_text"`` and
 ``"context_used"`` (or ``"error"``), and ``"manifest_line"``: the 1-based line number,
@@ -22,9 +24,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ctxasr.context.terms import ContextTerm, dedupe_terms
+from ctxasr.context.terms import ContextTerm, dedupe_terms, join_documents
 from ctxasr.errors import CtxasrError
-from ctxasr.manifest import ManifestRow, audio_key, read_manifest_rows
+from ctxasr.manifest import ManifestRow, audio_key, context_terms, read_manifest_rows
 
 if TYPE_CHECKING:
     from ctxasr.transcribe import Transcriber
@@ -43,6 +45,7 @@ class Task:
     audio: str | None  # the recording, as an absolute path
     terms: tuple[ContextTerm, ...] = ()  # the row's context merged with the job's
     error: str | None = None  # why the line cannot be transcribed
+    document: str | None = None  # the job's context text, then the row's, for the transcriber
 
     @property
     def key(self) -> str | None:
@@ -77,8 +80,13 @@ def one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
-def read_tasks(manifest: str | os.PathLike[str], terms: Iterable[ContextTerm] = ()) -> list[Task]:
-    """The manifest's rows as tasks, each with ``terms`` merged into its own context.
+def read_tasks(
+    manifest: str | os.PathLike[str],
+    terms: Iterable[ContextTerm] = (),
+    document: str | None = None,
+) -> list[Task]:
+    """The manifest's rows as tasks, each with ``terms`` merged into its own context
+    and ``document`` (the job's) before its own document, a blank line between.
 
     The rules (line numbers, paths, context, weights) are :mod:`ctxasr.manifest`'s, the
     same as an evaluation's. Blank lines are skipped but still counted, so ``Task.line``
@@ -88,19 +96,21 @@ def read_tasks(manifest: str | os.PathLike[str], terms: Iterable[ContextTerm] = 
         CtxasrError: the manifest is missing, not a file, unreadable, or has no row.
     """
     job_terms = tuple(terms)
-    tasks = [_task(row, job_terms) for row in read_manifest_rows(manifest)]
+    tasks = [_task(row, job_terms, document) for row in read_manifest_rows(manifest)]
     if not tasks:
         raise CtxasrError(str(manifest), "has no rows")
     return tasks
 
 
-def _task(row: ManifestRow, job_terms: tuple[ContextTerm, ...]) -> Task:
+def _task(row: ManifestRow, job_terms: tuple[ContextTerm, ...], job_document: str | None) -> Task:
     fields = tuple((k, v) for k, v in row.fields if k not in RESULT_KEYS)
     if row.message is not None:
         return Task(row.line, fields, None, error=row.message)
     assert row.audio is not None  # a row without an error has its audio
     # The row's own terms first: they were chosen for this recording.
-    return Task(row.line, fields, str(row.audio), tuple(dedupe_terms([*row.terms, *job_terms])))
+    terms = tuple(dedupe_terms([*context_terms(row), *job_terms]))
+    document = join_documents([job_document, row.context_text])
+    return Task(row.line, fields, str(row.audio), terms, document=document)
 
 
 def transcribe_row(transcriber: Transcriber, task: Task) -> RowResult:
@@ -112,7 +122,7 @@ def transcribe_row(transcriber: Transcriber, task: Task) -> RowResult:
         return task.failed(task.error)
     assert task.audio is not None
     try:
-        result = transcriber.transcribe(task.audio, task.terms)
+        result = transcriber.transcribe(task.audio, task.terms, document=task.document)
     except CtxasrError as err:
         return task.failed(str(err))
     except Exception as err:  # noqa: BLE001 - one bad recording must not end the job
@@ -132,6 +142,7 @@ def task_to_json(task: Task) -> str:
             "audio": task.audio,
             "terms": [[t.text, t.weight] for t in task.terms],
             "error": task.error,
+            "document": task.document,
         }
     )  # ASCII: a lone surrogate in a field would not survive Arrow's UTF-8
 
@@ -139,7 +150,8 @@ def task_to_json(task: Task) -> str:
 def task_from_json(text: str) -> Task:
     d = json.loads(text)
     terms = tuple(ContextTerm(text, weight) for text, weight in d["terms"])
-    return Task(d["line"], tuple(d["fields"].items()), d["audio"], terms, d["error"])
+    return Task(d["line"], tuple(d["fields"].items()), d["audio"], terms, d["error"],
+                d["document"])  # fmt: skip
 
 
 def pending(tasks: Sequence[Task], finished: Iterable[int]) -> list[Task]:

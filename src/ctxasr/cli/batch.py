@@ -61,7 +61,9 @@ def batch(
     context_text: Annotated[
         list[Path] | None,
         typer.Option(
-            "--context-text", help="Free text to pick terms from, for every row. Repeatable."
+            "--context-text",
+            help="Free text to pick terms from, for every row; it also joins each row's "
+            "document (see --domain-lm). Repeatable.",
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -75,10 +77,10 @@ def batch(
         from ctxasr.batch import BatchInterrupted, run_batch
 
         job = dataclasses.replace(job, transcribe=options, model_options=model_options)
-        terms = gather_context(context or [], keywords, context_text or [])
+        terms, document = gather_context(context or [], keywords, context_text or [])
         try:
             with _RowProgress(enabled=show_progress(quiet)) as progress:
-                summary = run_batch(manifest, output, job, terms, progress)
+                summary = run_batch(manifest, output, job, terms, progress, document=document)
         except BatchInterrupted as stop:
             s = stop.summary
             typer.echo(f"ctxasr: interrupted: {s.skipped + s.done} of {s.total} rows are in "

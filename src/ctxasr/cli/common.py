@@ -36,6 +36,8 @@ from ctxasr.options import (
 if typing.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from ctxasr.context.terms import ContextTerm
+
 
 @dataclasses.dataclass(frozen=True)
 class _Flag:
@@ -180,20 +182,31 @@ class user_errors:
         raise typer.Exit(1)
 
 
-def gather_context(term_files: list[Path], keywords: str | None, text_files: list[Path]):
+def gather_context(
+    term_files: list[Path], keywords: str | None, text_files: list[Path]
+) -> tuple[list[ContextTerm], str | None]:
     """The terms of ``--context`` files, ``--keywords`` and ``--context-text`` files,
-    de-duplicated, in that order."""
+    de-duplicated, in that order; and the document: the ``--context-text`` files'
+    texts, a blank line between them (None without any), for the domain LM."""
     from ctxasr.context.extract import terms_from_text
-    from ctxasr.context.terms import dedupe_terms, parse_keywords, read_term_file, read_text_file
+    from ctxasr.context.terms import (
+        dedupe_terms,
+        join_documents,
+        parse_keywords,
+        read_term_file,
+        read_text_file,
+    )
 
     terms = []
     for path in term_files:
         terms.extend(read_term_file(path))
     if keywords is not None:
         terms.extend(parse_keywords(keywords))
+    texts = []
     for path in text_files:
-        terms.extend(terms_from_text(read_text_file(path), source=str(path)))
-    return dedupe_terms(terms)
+        texts.append(read_text_file(path))
+        terms.extend(terms_from_text(texts[-1], source=str(path)))
+    return dedupe_terms(terms), join_documents(texts)
 
 
 def check_output(output: Path | None, source: Path) -> None:

@@ -1,10 +1,10 @@
 """``ctxasr data``: build benchmark data. Mounted by ``ctxasr.cli`` as
 ``app.add_typer(data_app, name="data")``.
 
-Thin commands: parse, call :mod:`ctxasr.data.biasing` or :mod:`ctxasr.data.synth`, print
-a one-line summary on stderr. Errors take the main CLI's path (one line, exit 1):
-``ctxasr.cli`` is imported inside each command, when it is fully loaded, so importing
-this module from it makes no cycle.
+Thin commands: parse, call :mod:`ctxasr.data.biasing`, :mod:`ctxasr.data.synth` or
+:mod:`ctxasr.data.documents`, print a one-line summary on stderr. Errors take the main
+CLI's path (one line, exit 1): ``ctxasr.cli`` is imported inside each command, when it
+is fully loaded, so importing this module from it makes no cycle.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from ctxasr.errors import CtxasrError
 
 data_app = typer.Typer(
     name="data",
-    help="Build benchmark data: biasing lists of any size, synthetic speech of reference texts.",
+    help="Build benchmark data: biasing lists of any size, synthetic speech of reference "
+    "texts, documents as context.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -145,6 +146,37 @@ def synth(
         spoken = synth_dataset(refs or [], n, seed, output, options, sentences=texts)
         hours = sum(u.duration for u in spoken) / 3600
         typer.echo(f"{output}: {len(spoken)} utterances, {hours:.2f} h of audio", err=True)
+
+
+@data_app.command("documents")
+def documents(
+    refs: Annotated[
+        list[Path],
+        typer.Option(
+            "--refs", help="Benchmark reference TSV (LibriSpeech utterance ids). Repeatable."
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Folder for documents/ and manifest.jsonl."),
+    ],
+    audio: Annotated[
+        Path | None,
+        typer.Option(
+            "--audio", help="Audio folder: files named <id>.<ext>, flat or speaker/chapter."
+        ),
+    ] = None,
+    audio_manifest: Annotated[
+        Path | None,
+        typer.Option("--audio-manifest", help="NeMo manifest whose rows' ids name the audio."),
+    ] = None,
+) -> None:
+    """The document benchmark: each utterance's context is the rest of its chapter's text."""
+    with user_errors():
+        from ctxasr.data.documents import make_document_set
+
+        summary = make_document_set(refs, output, audio_dir=audio, audio_manifest=audio_manifest)
+        typer.echo(f"{output}: {summary}", err=True)
 
 
 def _split(value: str, option: str) -> tuple[str, ...]:

@@ -86,7 +86,8 @@ def evaluate(
             raise typer.BadParameter("a biasing TSV needs --audio-dir", param_hint="--audio-dir")
         else:
             items = read_biasing_tsv(manifest, audio_dir)
-        chosen = conditions or (["none", "context"] if any(i.context for i in items) else ["none"])
+        has_context = any(i.context or i.context_text for i in items)
+        chosen = conditions or (["none", "context"] if has_context else ["none"])
         durations = {i.id: i.duration if i.duration is not None else (probe(i.audio).duration or 0.0)
                      for i in items}  # fmt: skip
         transcriber = Transcriber(model, options, model_options)
@@ -94,10 +95,10 @@ def evaluate(
         # The manifest's term weights, which the scoring loop's plain term lists leave out.
         weights = {i.audio: {t.text: t.weight for t in i.terms} for i in items if i.weights}
 
-        def recognize(audio, terms):
+        def recognize(audio, terms, document):
             given = weights.get(audio, {})
             terms = [ContextTerm(t, given.get(t, 1.0)) for t in terms]
-            result = transcriber.transcribe(audio, terms)
+            result = transcriber.transcribe(audio, terms, document=document)
             return result.text, result.context_used
 
         with TimeBar(enabled=show_progress(quiet)) as progress:

@@ -42,7 +42,8 @@ def transcribe(
         list[Path] | None,
         typer.Option(
             "--context-text",
-            help="Free text (document, slides' OCR) to pick terms from. Repeatable.",
+            help="Free text (document, slides' OCR) to pick terms from; it also becomes a "
+            "language model fused in the search (see --domain-lm). Repeatable.",
         ),
     ] = None,
     model: Annotated[
@@ -72,10 +73,10 @@ def transcribe(
 
         probe(audio)  # a bad recording is reported before the model loads
         check_output(output, audio)
-        terms = gather_context(context or [], keywords, context_text or [])
+        terms, document = gather_context(context or [], keywords, context_text or [])
         transcriber = Transcriber(model, options, model_options)
         with TimeBar(enabled=show_progress(quiet)) as progress:
-            result = transcriber.transcribe(audio, terms, progress=progress)
+            result = transcriber.transcribe(audio, terms, document=document, progress=progress)
         rendered = format_transcript(result, output_format,
                                      word_timestamps=options.word_timestamps)  # fmt: skip
         write(rendered, output)

@@ -141,13 +141,15 @@ FREE_TEXT_WEIGHT = 0.5
 def terms_from_text(text: str, source: str = "<context text>") -> list[ContextTerm]:
     """The terms of a free text (a document, slides' OCR), weighted below listed terms.
 
+    Plain prose may have none: that is no error, since the text is also a document whose
+    language model the decoder can use (``ctxasr.context.ngram``).
+
     Raises:
-        ContextError: the text has no rare word, name or acronym at all.
+        ContextError: the text has no word at all.
     """
-    found = extract_terms(text)
-    if not found:
-        raise ContextError(source, "has no usable term (no rare word, name or acronym found)")
-    return [ContextTerm(t.text, t.weight * FREE_TEXT_WEIGHT) for t in found]
+    if not any(ch.isalnum() for ch in text):
+        raise ContextError(source, "has no text (no word found)")
+    return [ContextTerm(t.text, t.weight * FREE_TEXT_WEIGHT) for t in extract_terms(text)]
 
 
 def _tally_single_tokens(

@@ -76,18 +76,39 @@ def read_term_file(path: str | os.PathLike[str]) -> list[ContextTerm]:
 
 
 def read_text_file(path: str | os.PathLike[str]) -> str:
-    """Read a UTF-8 text file (a BOM is allowed), with one-line errors naming the file."""
+    """Read a UTF-8 text file (a BOM is allowed), with one-line errors naming the file.
+
+    A file with a NUL byte is refused as binary: text files hold none, and a PDF,
+    an image or a UTF-16 file would otherwise pass as text full of noise.
+    """
     p = check_input_file(path, ContextError, "a text file")
     try:
         data = p.read_bytes()
     except OSError as err:
         raise ContextError(str(path), f"cannot be read ({err.strerror})") from None
+    return decode_text(data, str(path))
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """The UTF-8 text of ``data`` (a BOM is allowed), as :func:`read_text_file` reads a
+    file: ``ContextError`` naming ``source`` for a NUL byte (binary) or bytes not UTF-8."""
+    if b"\0" in data:
+        raise ContextError(source, "is a binary file, not text")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise ContextError(
-            str(path), f"is not UTF-8 text (invalid byte at offset {err.start})"
+            source, f"is not UTF-8 text (invalid byte at offset {err.start})"
         ) from None
+
+
+def join_documents(texts: Iterable[str | None]) -> str | None:
+    """Documents given together as one: a blank line between them, blank ones (and
+    None) left out; None when none is left. A lone document comes back as it is."""
+    kept = [t for t in texts if t is not None and t.strip()]
+    if len(kept) > 1:
+        return "\n\n".join(t.rstrip() for t in kept)
+    return kept[0] if kept else None
 
 
 def parse_keywords(text: str, source: str = "--keywords") -> list[ContextTerm]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ctxasr.context.terms import ContextTerm
 from ctxasr.errors import CtxasrError
 from ctxasr.eval.tsv import read_biasing_lists, read_refs
-from ctxasr.manifest import KNOWN_FIELDS, ManifestRow, read_manifest_rows
+from ctxasr.manifest import KNOWN_FIELDS, ManifestRow, context_terms, read_manifest_rows
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".webm", ".mp4")
 _WORD = re.compile(r"[a-z0-9']+")
@@ -31,6 +31,7 @@ class EvalItem:
     duration: float | None = None  # seconds, when the manifest says
     extra: tuple[tuple[str, object], ...] = ()  # the manifest row's other fields, kept
     weights: tuple[float, ...] = ()  # one per context term; () when all are 1.0
+    context_text: str | None = None  # a document given as context (its terms are in context)
 
     def __post_init__(self) -> None:
         if self.weights and len(self.weights) != len(self.context):
@@ -60,7 +61,11 @@ def rare_words_of(text: str) -> frozenset[str]:
 
 def read_manifest(path: str | os.PathLike[str]) -> list[EvalItem]:
     """Read a NeMo-style JSONL manifest: ``audio_filepath`` (or ``audio``), ``text``,
-    optional ``duration``, ``context`` and/or ``context_file``, ``rare_words``, ``id``.
+    optional ``duration``, ``context`` and/or ``context_file``, ``context_text`` and/or
+    ``context_text_file`` (a document), ``rare_words``, ``id``.
+
+    An item's context is the row's own terms, then those extracted from its document
+    (:func:`ctxasr.manifest.context_terms`); the document itself is ``context_text``.
 
     The rules (line numbers, paths, context, weights) are :mod:`ctxasr.manifest`'s, the
     same as a batch job's; evaluation is stricter only in stopping at the first
@@ -83,16 +88,18 @@ def _item(row: ManifestRow) -> EvalItem:
     if row.text is None:
         raise CtxasrError(row.where, "needs a string field 'text'")
     assert row.audio is not None  # a row without an error has its audio
-    weights = tuple(t.weight for t in row.terms)
+    terms = context_terms(row)
+    weights = tuple(t.weight for t in terms)
     return EvalItem(
         id=row.id or row.audio.stem,
         audio=row.audio,
         text=row.text,
-        context=tuple(t.text for t in row.terms),
+        context=tuple(t.text for t in terms),
         rare_words=None if row.rare_words is None else frozenset(w.lower() for w in row.rare_words),
         duration=row.duration,
         extra=tuple((k, v) for k, v in row.fields if k not in KNOWN_FIELDS),
         weights=weights if any(w != 1.0 for w in weights) else (),
+        context_text=row.context_text,
     )
 
 
@@ -105,7 +112,7 @@ def read_biasing_tsv(
     """
     refs = read_refs(path)
     lists = read_biasing_lists(path)
-    index = _audio_index(Path(audio_dir))
+    index = audio_index(audio_dir)
     items = []
     for uid, ref in refs.items():
         audio = index.get(uid)
@@ -115,7 +122,14 @@ def read_biasing_tsv(
     return items
 
 
-def _audio_index(folder: Path) -> dict[str, Path]:
+def audio_index(folder: str | os.PathLike[str]) -> dict[str, Path]:
+    """Audio files under ``folder`` (flat, or LibriSpeech's speaker/chapter tree) by
+    name without suffix, the utterance id; of two with one name, the first in path order.
+
+    Raises:
+        CtxasrError: ``folder`` is not a folder.
+    """
+    folder = Path(folder)
     if not os.path.isdir(folder):  # Path.is_dir raises for a name too long (3.11)
         raise CtxasrError(str(folder), "is not a folder")
     found: dict[str, Path] = {}

@@ -2,9 +2,9 @@
 
 A *condition* decides which context each utterance gets: ``none`` (no context),
 ``context`` (the manifest's own list, e.g. the benchmark's rare words plus N
-distractors) or ``oracle`` (only the utterance's true rare words). The recognizer is any
-function from (audio, terms) to (text, terms used), so the same scoring serves ctxasr
-and the baselines it is compared with.
+distractors, and its document, if any) or ``oracle`` (only the utterance's true rare
+words). The recognizer is any function from (audio, terms, document) to (text, terms
+used), so the same scoring serves ctxasr and the baselines it is compared with.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from ctxasr.eval.score import BiasingScores, ErrorCounts, Normalization, score_t
 
 CONDITIONS = ("none", "context", "oracle")
 
-# (audio path, context terms) -> (transcript text, the terms the recognizer used)
-Recognizer = Callable[[Path, Sequence[str]], tuple[str, Sequence[str]]]
+# (audio path, context terms, document or None) -> (transcript text, the terms used)
+Recognizer = Callable[[Path, Sequence[str], str | None], tuple[str, Sequence[str]]]
 # (audio seconds done, audio seconds in all)
 EvalProgress = Callable[[float, float], None]
 
@@ -77,6 +77,11 @@ def context_for(item: EvalItem, condition: str) -> tuple[str, ...]:
     )
 
 
+def document_for(item: EvalItem, condition: str) -> str | None:
+    """The document an utterance gets under ``condition``: its own under ``context``."""
+    return item.context_text if condition == "context" else None
+
+
 def rare_words(item: EvalItem) -> frozenset[str]:
     """The utterance's biasing targets: the manifest's, or its words outside the 5k list."""
     return item.rare_words if item.rare_words is not None else rare_words_of(item.text)
@@ -108,8 +113,9 @@ def evaluate(
     for condition in conditions:
         scores, audio_s, busy_s = BiasingScores(), 0.0, 0.0
         for item in items:
+            terms, document = context_for(item, condition), document_for(item, condition)
             start = time.perf_counter()
-            text, used = recognize(item.audio, context_for(item, condition))
+            text, used = recognize(item.audio, terms, document)
             seconds = time.perf_counter() - start
             duration = durations.get(item.id, 0.0)
             predictions.append(Prediction(item.id, condition, text, tuple(used), seconds, duration))

@@ -224,7 +224,8 @@ async def _run(state: ServerState, path: Path, req: TranscriptionRequest,
         async with state.admission.slot(_left(deadline)):
             return await state.jobs.run(
                 lambda progress: state.transcriber.transcribe(
-                    path, req.terms, options=options, progress=progress, on_segment=on_segment),
+                    path, req.terms, document=req.document, options=options, progress=progress,
+                    on_segment=on_segment),
                 _left(deadline),
             )  # fmt: skip
     except asyncio.TimeoutError:
@@ -389,7 +390,7 @@ _OPENAPI_FORM: dict[str, Any] = {
                         "model": {"type": "string", "description": "The served model's name "
                                   "or an alias such as whisper-1 (GET /v1/models)."},
                         "prompt": {"type": "string", "description": "Its names and rare words "
-                                   "join the context."},
+                                   "join the context (terms only: no language model)."},
                         "language": {"type": "string", "description": "ISO 639-1 code."},
                         "response_format": {"type": "string", "default": "json",
                                             "enum": ["json", "text", "srt", "vtt",
@@ -403,8 +404,12 @@ _OPENAPI_FORM: dict[str, Any] = {
                                     "description": "Terms: one per field, or one a line "
                                     "(optional TAB weight, # comments)."},
                         "context_text": {"type": "array", "items": {"type": "string"},
-                                         "description": "Free text (slides, documents) "
-                                         "whose names, rare words and acronyms become terms."},
+                                         "description": "Free text (slides, documents; "
+                                         "UTF-8, text or a text file) whose names, rare words "
+                                         "and acronyms become terms. Its text also becomes a "
+                                         "language model fused in the search (the server's "
+                                         "domain_lm setting); verbose_json's domain_lm says "
+                                         "what was built."},
                         "stream": {"type": "boolean", "default": False,
                                    "description": "Answer Server-Sent Events (json or text "
                                    "format): transcript.text.delta per segment as it is "

@@ -3,7 +3,8 @@
 OpenAI's multipart fields (``file``, ``model``, ``prompt``, ``language``,
 ``response_format``, ``temperature``, ``timestamp_granularities[]``, ``stream``) plus ctxasr's
 ``context`` (terms: a repeated field, or one value with a term a line) and
-``context_text`` (free text such as slides to pick terms from). The form is parsed
+``context_text`` (free text such as slides: its terms join the context, and its text
+is the document the transcriber builds a domain language model of). The form is parsed
 by hand rather than declared as FastAPI ``Form`` parameters because a 100,000-term
 context arrives as up to 100,000 fields, beyond Starlette's default form limits, and
 because each bad field must answer 400 naming the field.
@@ -19,7 +20,13 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
 from ctxasr.context.extract import terms_from_text
-from ctxasr.context.terms import ContextTerm, dedupe_terms, parse_term_list
+from ctxasr.context.terms import (
+    ContextTerm,
+    decode_text,
+    dedupe_terms,
+    join_documents,
+    parse_term_list,
+)
 from ctxasr.errors import ContextError
 from ctxasr.server.errors import ApiError
 
@@ -46,6 +53,7 @@ class TranscriptionRequest:
     word_timestamps: bool
     terms: tuple[ContextTerm, ...]
     stream: bool = False  # answer Server-Sent Events, a segment at a time
+    document: str | None = None  # the ``context_text`` values, a blank line between
 
 
 async def read_form(request: Request, max_part_bytes: int) -> FormData:
@@ -96,6 +104,8 @@ def parse_transcription(form: FormData) -> TranscriptionRequest:
     if language is not None and not (language.isalpha() and 2 <= len(language) <= 3):
         raise ApiError(400, f"language must be an ISO 639-1 code such as 'en', got {language!r}",
                        code="invalid_value", param="language")  # fmt: skip
+    # Each upload is read once: its text gives terms and joins the document.
+    texts = _texts(form, "context_text", files=True) + _texts(form, "context_text[]", files=True)
     return TranscriptionRequest(
         upload=upload,
         model=_text(form, "model"),
@@ -103,8 +113,9 @@ def parse_transcription(form: FormData) -> TranscriptionRequest:
         response_format=response_format,
         temperature=_temperature(_text(form, "temperature")),
         word_timestamps="word" in granularities,
-        terms=tuple(_context(form)),
+        terms=tuple(_context(form, texts)),
         stream=stream,
+        document=join_documents(texts),
     )
 
 
@@ -117,8 +128,10 @@ def _check_media_type(upload: UploadFile) -> None:
 
 
 def _texts(form: FormData, name: str, *, files: bool = False) -> list[str]:
-    """The field's non-blank values; with ``files``, an attached file counts as its
-    UTF-8 text (``curl -F context=@glossary.txt``)."""
+    """The field's non-blank values; with ``files`` (a context), an attached file counts
+    as its UTF-8 text (``curl -F context=@glossary.txt``), and a NUL byte is refused in
+    either (``curl -F "context_text=<slides.pdf"`` sends a file's bytes as text; Starlette
+    reads text that is not UTF-8 as Latin-1, so only a file is checked for that)."""
     values: list[str] = []
     for v in form.getlist(name):
         if not isinstance(v, str):
@@ -126,20 +139,24 @@ def _texts(form: FormData, name: str, *, files: bool = False) -> list[str]:
                 raise ApiError(400, f"field {name!r} must be text, not a file",
                                code="invalid_value", param=name)  # fmt: skip
             v = _file_text(v, name)
+        elif files and "\0" in v:
+            raise ApiError(400, f"field {name!r} is binary (a NUL byte), not text",
+                           code="invalid_context", param=name)  # fmt: skip
         if v.strip():
             values.append(v.strip())
     return values
 
 
 def _file_text(upload: UploadFile, name: str) -> str:
+    """The upload's text, read as ``--context-text`` files are: binary (a NUL byte) and
+    bytes that are not UTF-8 answer 400 naming the field and the file."""
     upload.file.seek(0)
-    data = upload.file.read()
+    file = f"file {upload.filename or '(unnamed)'!r}"
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ApiError(400, f"field {name!r}: file {upload.filename or '(unnamed)'!r} is not "
-                       f"UTF-8 text (invalid byte at offset {err.start})",
-                       code="invalid_context", param=name) from None  # fmt: skip
+        return decode_text(upload.file.read(), file)
+    except ContextError as err:
+        raise ApiError(400, f"field {name!r}: {file} {err.problem}", code="invalid_context",
+                       param=name) from None  # fmt: skip
 
 
 def _text(form: FormData, name: str) -> str | None:
@@ -180,8 +197,9 @@ def _temperature(text: str | None) -> float:
     return value
 
 
-def _context(form: FormData) -> list[ContextTerm]:
-    """Terms from ``context``, then from ``context_text`` and ``prompt`` (weighted lower)."""
+def _context(form: FormData, texts: list[str]) -> list[ContextTerm]:
+    """Terms from ``context``, then from the ``context_text`` values ``texts`` and
+    ``prompt`` (weighted lower). The prompt gives terms only: it is no document."""
     terms: list[ContextTerm] = []
     try:
         # OpenAI's client sends a list in ``extra_body`` as ``name[]`` fields. All values
@@ -189,8 +207,6 @@ def _context(form: FormData) -> list[ContextTerm]:
         listed = _texts(form, "context", files=True) + _texts(form, "context[]", files=True)
         if listed:
             terms.extend(parse_term_list("\n".join(listed), source="context"))
-        texts = (_texts(form, "context_text", files=True)
-                 + _texts(form, "context_text[]", files=True))  # fmt: skip
         for i, value in enumerate(texts):
             terms.extend(terms_from_text(value, source=f"context_text[{i}]"))
     except ContextError as err:

@@ -2,8 +2,9 @@
 
 ``json`` and ``verbose_json`` follow OpenAI's fields and add ctxasr's own:
 ``context_used`` (the terms the decoder was given) and, in ``verbose_json``,
-``context_picks`` (which terms speech-aware pruning picked, per stretch, and why).
-Clients that do not know them ignore them.
+``context_picks`` (which terms speech-aware pruning picked, per stretch, and why) and
+``domain_lm`` (what the language model of ``context_text`` was built from, when one
+was). Clients that do not know them ignore them.
 
 With ``stream=true`` the answer is Server-Sent Events instead, as OpenAI streams a
 transcription: a ``transcript.text.delta`` per segment, then ``transcript.text.done``.
@@ -11,6 +12,7 @@ transcription: a ``transcript.text.delta`` per segment, then ``transcript.text.d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 from collections.abc import Callable
@@ -43,7 +45,8 @@ def render(t: Transcript, response_format: str, *, words: bool,
 
 
 def verbose(t: Transcript, *, words: bool, encode: Callable[[str], list[int]]) -> dict[str, Any]:
-    """OpenAI's ``verbose_json`` body, plus ``context_used`` and ``context_picks``."""
+    """OpenAI's ``verbose_json`` body, plus ``context_used``, ``context_picks`` and,
+    when a domain LM was built, ``domain_lm``."""
     out: dict[str, Any] = {
         "task": "transcribe",
         "language": t.language,
@@ -57,6 +60,8 @@ def verbose(t: Transcript, *, words: bool, encode: Callable[[str], list[int]]) -
     if words:
         out["words"] = [{"word": w.word.strip(), "start": round_seconds(w.start), "end": round_seconds(w.end)}
                         for w in t.words]  # fmt: skip
+    if t.domain_lm is not None:
+        out["domain_lm"] = dataclasses.asdict(t.domain_lm)
     return out
 
 
