@@ -110,12 +110,12 @@ def recognizers(transcriber: Transcriber):
 
     plain = WhisperModel(str(packaged_model_path()), device="cpu", compute_type="int8")
 
-    def ctxasr(audio, terms):
-        result = transcriber.transcribe(audio, terms)
+    def ctxasr(audio, terms, document=None):
+        result = transcriber.transcribe(audio, terms, document=document)
         return result.text, result.context_used
 
     def fw(key):
-        def run(audio, terms):
+        def run(audio, terms, document=None):  # a baseline without documents: terms only
             kwargs = {key: ", ".join(terms)} if terms else {}
             segments, _ = plain.transcribe(str(audio), language="en", beam_size=5, **kwargs)
             return " ".join(s.text.strip() for s in segments), tuple(terms)
