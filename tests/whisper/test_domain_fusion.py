@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import torch
+from tiny_whisper import DIMS, PROMPT, SPECIALS, TOKENS, features, tiny_model
 
 from ctxasr.context.ngram import DomainScorer, NgramLM, TokenClasses, build_domain_lm, token_key
 from ctxasr.whisper.decoding import (
@@ -18,37 +19,14 @@ from ctxasr.whisper.decoding import (
     DomainFusion,
     SearchOptions,
     SuppressTokens,
-    WhisperTokens,
 )
 from ctxasr.whisper.faster import Merged, NBest
-from ctxasr.whisper.model import ModelDims, Whisper
-
-# The tiny random-weight Whisper of test_decoding.py: text tokens 0..5, then eot (6), sot,
-# no_speech, no_timestamps, and two timestamps (10, 11).
-TOKENS = WhisperTokens(eot=6, sot=7, no_speech=8, no_timestamps=9, timestamp_begin=10,
-                       n_vocab=12)  # fmt: skip
-SPECIALS = (TOKENS.sot, TOKENS.no_speech, TOKENS.no_timestamps, 10, 11)
-PROMPT = [TOKENS.sot, TOKENS.no_timestamps]
-DIMS = ModelDims(n_mels=8, n_audio_ctx=6, n_audio_state=16, n_audio_head=2,
-                 n_audio_layer=1, n_vocab=12, n_text_ctx=16, n_text_state=16,
-                 n_text_head=2, n_text_layer=2)  # fmt: skip
+from ctxasr.whisper.model import Whisper
 
 
 @pytest.fixture(scope="module")
 def model() -> Whisper:
-    torch.manual_seed(0)
-    m = Whisper(DIMS).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0, 0.5)
-    return m
-
-
-def features(model: Whisper, n_audio: int = 1, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    mel = torch.randn(n_audio, DIMS.n_mels, 2 * DIMS.n_audio_ctx, generator=g)
-    with torch.no_grad():
-        return model.encoder(mel)
+    return tiny_model()
 
 
 def sequence_logprobs(model: Whisper, audio: torch.Tensor, tokens: list[int],
@@ -350,9 +328,9 @@ def test_nbest_reranks_with_the_document_and_keeps_the_model_scores(penalty):
     texts = [a[2] for a in fake.aligned]
     assert texts == 2 * [[[GAMMA, GAMMA, GAMMA]], [[GAMMA, COMMA, ALPHA]], [[BETA, DELTA, ALPHA]],
                          [[ALPHA_CAP, DELTA]]]  # fmt: skip
-    for features, sot, _ in fake.aligned:
+    for frame, sot, _ in fake.aligned:
         assert sot == SOT_SEQUENCE
-        zero = np.asarray(features)
+        zero = np.asarray(frame)
         assert zero.shape == (1, 1, DIMS.n_audio_state) and not zero.any()
 
 
