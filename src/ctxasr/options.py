@@ -221,15 +221,18 @@ class TranscribeOptions:
         "--context-prompt/--no-context-prompt",
     )  # fmt: skip
     # A document given as context (``--context-text``) also becomes a language model of
-    # its text (``ctxasr.context.ngram``): a token n-gram, fused in every beam search of
-    # the ct2 and torch backends (the torch backend at every step; CTranslate2's search
-    # has no hook, so its n-best are re-ranked), with the decoder's internal LM, estimated
-    # on a zero encoder output, subtracted (HAED). The weights were chosen on the
-    # document benchmark's development sets (bench/results/documents.md).
+    # its text (``ctxasr.context.ngram``): a token n-gram that re-ranks the n-best of
+    # every beam search of the ct2 and torch backends (CTranslate2's search has no hook
+    # for more; ``lm_in_search`` fuses it at every step of the torch search), with the
+    # decoder's internal LM, estimated on a zero encoder output, subtracted (HAED).
+    # Measured on the document benchmark's development sets (bench/results/documents.md,
+    # ct2, synth-hard / real-speech-2 chapters): WER 19.03 -> 18.64 / 6.40 -> 6.08 with
+    # terms + LM + ILM against no context. The weight sweep there found no setting
+    # clearly better than 0.3 / 0.3 on both sets (differences of 1-3 errors).
     domain_lm: bool = option(
         True, "Build a language model of the context's documents (--context-text, a "
-        "manifest's context_text) and fuse it in the search (ct2: n-best re-ranking; torch: "
-        "every step).", "--domain-lm/--no-domain-lm",
+        "manifest's context_text) and re-rank each search's n-best with it.",
+        "--domain-lm/--no-domain-lm",
     )  # fmt: skip
     lm_weight: float = option(
         0.3, "Weight of the documents' language model (log-probability).", "--lm-weight",
@@ -245,6 +248,14 @@ class TranscribeOptions:
     lm_mix: float = option(0.5, "Share of the documents' n-gram in the domain LM.", min=0.01,
                            max=1.0)  # fmt: skip
     lm_order: int = option(4, "N-gram order of the domain LM, in tokens.", min=1, max=8)
+    # Where the torch backend applies the domain LM: re-ranking its n-best, as on ct2
+    # (default), or at every step of its search. Every step costs a second decoder pass
+    # (the internal LM), 1.9-2.3x the time, and on real speech it did worse than no
+    # context (bench/results/documents.md: real-speech-2 chapters WER 6.24 -> 7.18).
+    lm_in_search: bool = option(
+        False, "Torch backend: fuse the domain LM at every beam step (slower; measured worse "
+        "on real speech) instead of re-ranking the n-best.", "--lm-in-search/--lm-rescore",
+    )  # fmt: skip
     vad: VadOptions = field(default_factory=VadOptions)
 
     def __post_init__(self) -> None:

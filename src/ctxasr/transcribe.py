@@ -480,7 +480,8 @@ class _Run:
         if self.owner._llm is not None:
             self._decode_llm(window, samples, offset)
         else:
-            with self.owner._model.using(self.prompt, self.plan, self.fusion, self.domain):
+            with self.owner._model.using(self.prompt, self.plan, self.fusion, self.domain,
+                                         self.opts.lm_in_search):  # fmt: skip
                 self._decode(window, samples, offset)
         if self.progress is not None:
             self.progress(window.end / SAMPLE_RATE, self.total)

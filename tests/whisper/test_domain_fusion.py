@@ -393,7 +393,7 @@ def test_nbest_hands_a_search_it_does_not_own_one_fusion_per_document():
     first = DomainScorer(lm_of(REPEATED), lm_weight=2.0, ilm_weight=1.0)
     second = DomainScorer(lm_of(DOCUMENT), lm_weight=2.0, ilm_weight=1.0)
     for scorer in (first, first, second):
-        with nbest.domain(scorer, SOT_SEQUENCE):
+        with nbest.domain(scorer, SOT_SEQUENCE, in_search=True):
             nbest.generate(ENCODER_OUTPUT, [[1]], beam_size=4)
     fusions = [kwargs.pop("domain") for kwargs in fake.generated]
     assert all(isinstance(f, DomainFusion) for f in fusions)
@@ -401,3 +401,14 @@ def test_nbest_hands_a_search_it_does_not_own_one_fusion_per_document():
     assert fusions[2].scorer is second
     assert fake.generated == 3 * [{"beam_size": 4}]  # the torch search ranks by itself
     assert not fake.aligned
+
+
+def test_nbest_reranks_an_owned_search_unless_asked_to_fuse_in_it():
+    # The torch backend's default: its n-best re-ranked as CTranslate2's, no in-search fusion.
+    fake = _FakeCT2(HYPOTHESES, owns_search=True)
+    nbest = NBest(fake)
+    scorer = DomainScorer(lm_of(REPEATED), lm_weight=2.0, ilm_weight=1.0)
+    with nbest.domain(scorer, SOT_SEQUENCE):
+        found = nbest.generate(ENCODER_OUTPUT, [[1]], beam_size=4)
+    assert "domain" not in fake.generated[0] and fake.generated[0]["num_hypotheses"] == 4
+    assert isinstance(found[0], Merged) and fake.aligned

@@ -60,15 +60,18 @@ class PromptedWhisperModel(WhisperModel):
 
     @contextlib.contextmanager
     def using(self, prompt: Prompt, plan: SeekPlan | None, fusion: Fusion | None = None,
-              domain: DomainScorer | None = None) -> Iterator[None]:  # fmt: skip
+              domain: DomainScorer | None = None,
+              lm_in_search: bool = False) -> Iterator[None]:  # fmt: skip
         """Decode with this context until the block ends (this thread only)."""
         self._local.prompt, self._local.plan = prompt, plan
         self._local.fusion, self._local.domain = fusion, domain
+        self._local.lm_in_search = lm_in_search
         try:
             yield
         finally:
             self._local.prompt, self._local.plan = EMPTY_PROMPT, None
             self._local.fusion = self._local.domain = None
+            self._local.lm_in_search = False
 
     def get_prompt(self, tokenizer, previous_tokens, without_timestamps=False,
                    prefix=None, hotwords=None):  # fmt: skip
@@ -90,7 +93,8 @@ class PromptedWhisperModel(WhisperModel):
 
     def generate_with_fallback(self, encoder_output, prompt, tokenizer, options):
         domain: DomainScorer | None = getattr(self._local, "domain", None)
-        with self.model.domain(domain, tokenizer.sot_sequence):
+        with self.model.domain(domain, tokenizer.sot_sequence,
+                               getattr(self._local, "lm_in_search", False)):  # fmt: skip
             return self._generate_with_fallback(encoder_output, prompt, tokenizer, options)
 
     def _generate_with_fallback(self, encoder_output, prompt, tokenizer, options):
@@ -180,8 +184,11 @@ class Merged:
 
 
 def _zero_frame(encoder_output):
-    """One zero encoder frame shaped like ``encoder_output``'s (A, T, D), as CTranslate2
-    takes it: the internal language model's input (see ``DomainScorer``)."""
+    """One zero encoder frame shaped like ``encoder_output``'s (A, T, D), as the model
+    takes it (a torch tensor, or a CTranslate2 StorageView): the internal language
+    model's input (see ``DomainScorer``)."""
+    if hasattr(encoder_output, "new_zeros"):  # the torch backend's tensor
+        return encoder_output.new_zeros((1, 1, encoder_output.shape[2]))
     import ctranslate2
 
     width = int(encoder_output.shape[2])
@@ -197,11 +204,11 @@ class NBest:
     hypothesis stays first, where faster-whisper looks.
 
     Inside ``domain(scorer, ...)`` a document's model joins every beam search: the
-    torch backend fuses it at every step (``DomainFusion``); CTranslate2's search has no
-    hook for it, so there the search returns its ``beam_size`` best hypotheses and they
-    are re-ranked by ``(log P + the scorer's addition) / length ** length_penalty``, the
-    internal LM's log-probabilities coming from a forced decode of each hypothesis on a
-    zero encoder output (``align``).
+    search returns its ``beam_size`` best hypotheses and they are re-ranked (CTranslate2's
+    search has no hook for more; on the torch backend, ``in_search`` fuses it at every
+    step instead, ``DomainFusion``). The n-best are ranked by ``(log P + the scorer's
+    addition) / length ** length_penalty``, the internal LM's log-probabilities coming
+    from a forced decode of each hypothesis on a zero encoder output (``align``).
     """
 
     def __init__(self, model) -> None:  # model: ctranslate2.models.Whisper
@@ -210,9 +217,12 @@ class NBest:
         self._fusions: dict[int, object] = {}  # id(scorer) -> DomainFusion (torch backend)
 
     @contextlib.contextmanager
-    def domain(self, scorer: DomainScorer | None, sot_sequence: Sequence[int]) -> Iterator[None]:
+    def domain(self, scorer: DomainScorer | None, sot_sequence: Sequence[int],
+               in_search: bool = False) -> Iterator[None]:  # fmt: skip
+        """Fuse ``scorer`` in the searches of this block (this thread): by re-ranking
+        the n-best, or with ``in_search`` at every step (a search that ctxasr owns)."""
         previous = getattr(self._local, "domain", None)
-        self._local.domain = (scorer, list(sot_sequence)) if scorer is not None else None
+        self._local.domain = (scorer, list(sot_sequence), in_search) if scorer else None
         try:
             yield
         finally:
@@ -237,8 +247,8 @@ class NBest:
         domain = getattr(self._local, "domain", None)
         if domain is None or beam <= 1:  # greedy and sampling fallbacks stay as they are
             return self._model.generate(encoder_output, prompts, **kwargs)
-        scorer, sot_sequence = domain
-        if getattr(self._model, "owns_search", False):
+        scorer, sot_sequence, in_search = domain
+        if in_search and getattr(self._model, "owns_search", False):
             return self._model.generate(encoder_output, prompts, domain=self._fusion(scorer),
                                         **kwargs)  # fmt: skip
         wanted = kwargs.get("num_hypotheses", 1)
