@@ -355,9 +355,9 @@ def plot(report: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, (key, backend, data) in zip(axes[0], panels, strict=True):
         rows = data["sweep"]
-        base = rows[0]["wer"]
+        base = float(rows[0]["wer"])
         for ratio, label in ((0.0, "no ILM"), (0.5, "ILM x 0.5"), (1.0, "ILM x 1")):
-            pts = [(r["lm_weight"], r["wer"]) for r in rows[1:]
+            pts = [(r["lm_weight"], float(r["wer"])) for r in rows[1:]
                    if abs(r["ilm_weight"] - ratio * r["lm_weight"]) < 1e-9]  # fmt: skip
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=label)
