@@ -54,7 +54,7 @@ import json
 import math
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,18 +195,24 @@ class _RowReader:
         if context_file is not None:
             if not isinstance(context_file, str) or not context_file.strip():
                 raise _Malformed("field 'context_file' must be a path")
-            terms.extend(self._term_file(self._resolve(context_file)))
+            terms.extend(self._read_once(self._files, self._resolve(context_file),
+                                         lambda p: tuple(read_term_file(p)),
+                                         "context_file"))  # fmt: skip
         return tuple(dedupe_terms(terms))
 
-    def _term_file(self, path: Path) -> tuple[ContextTerm, ...]:
-        if path not in self._files:
+    @staticmethod
+    def _read_once(cache: dict[Path, Any], path: Path, read: Callable[[Path], Any],
+                   field: str) -> Any:  # fmt: skip
+        """``read(path)``, once per manifest however many rows name the file; a file that
+        cannot be read makes each of those rows malformed, naming ``field``."""
+        if path not in cache:
             try:
-                self._files[path] = tuple(read_term_file(path))
+                cache[path] = read(path)
             except CtxasrError as err:
-                self._files[path] = err
-        found = self._files[path]
+                cache[path] = err
+        found = cache[path]
         if isinstance(found, CtxasrError):
-            raise _Malformed(f"context_file {found}")
+            raise _Malformed(f"{field} {found}")
         return found
 
     def _context_text(self, obj: dict[str, Any]) -> str | None:
@@ -218,19 +224,9 @@ class _RowReader:
         if name is not None:
             if not isinstance(name, str) or not name.strip():
                 raise _Malformed("field 'context_text_file' must be a path")
-            from_file = self._text_file(self._resolve(name))
+            from_file = self._read_once(self._texts, self._resolve(name), read_text_file,
+                                        "context_text_file")  # fmt: skip
         return join_documents([inline, from_file])
-
-    def _text_file(self, path: Path) -> str:
-        if path not in self._texts:
-            try:
-                self._texts[path] = read_text_file(path)
-            except CtxasrError as err:
-                self._texts[path] = err
-        found = self._texts[path]
-        if isinstance(found, CtxasrError):
-            raise _Malformed(f"context_text_file {found}")
-        return found
 
 
 def context_terms(row: ManifestRow) -> tuple[ContextTerm, ...]:
