@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ctxasr.files import atomic_write
 from ctxasr.results import DomainLM
 
 TRANSPARENT = -1  # a token the model skips
@@ -111,9 +112,14 @@ class NgramLM:
         """The history at a sentence's start."""
         return (BOS,) * (self.order - 1)
 
+    def class_of(self, token: int) -> int:
+        """``token``'s class: UNSEEN, a class id, or TRANSPARENT (also for ids past the
+        tokenizer's, which the model's vocabulary may have)."""
+        return int(self.token_class[token]) if token < len(self.token_class) else TRANSPARENT
+
     def advance(self, history: tuple[int, ...], token: int) -> tuple[int, ...]:
         """The history after ``token`` (unchanged for a transparent token)."""
-        c = int(self.token_class[token]) if token < len(self.token_class) else TRANSPARENT
+        c = self.class_of(token)
         if c == TRANSPARENT:
             return history
         return (*history, c)[-(self.order - 1) :] if self.order > 1 else ()
@@ -147,7 +153,7 @@ class NgramLM:
 
     def logprob(self, history: tuple[int, ...], token: int) -> float:
         """ln P(token | history); 0.0 for a transparent token."""
-        c = int(self.token_class[token]) if token < len(self.token_class) else TRANSPARENT
+        c = self.class_of(token)
         if c == TRANSPARENT:
             return 0.0
         return math.log(self.class_probs(history)[max(c, 0)])
@@ -194,8 +200,7 @@ class DomainScorer:
         each token's internal-model log-probability (n-best rescoring)."""
         lm, state, total = self.lm, self.lm.start(), 0.0
         for token, ilm in zip(tokens, ilm_logprobs, strict=True):
-            c = int(lm.token_class[token]) if token < len(lm.token_class) else TRANSPARENT
-            if c != TRANSPARENT:
+            if lm.class_of(token) != TRANSPARENT:
                 doc = math.exp(lm.logprob(state, token))
                 mixed = math.log(self.mix * doc + (1 - self.mix) * math.exp(ilm))
                 total += self.lm_weight * mixed - self.ilm_weight * ilm
@@ -221,9 +226,8 @@ def save_lm(lm: NgramLM, path: str | os.PathLike[str]) -> None:
         arrays[f"w{k}"] = np.asarray(table.backoff, dtype=np.float64)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_write(path, binary=True) as f:
+        np.savez(f, **arrays)
 
 
 def load_lm(path: str | os.PathLike[str], token_classes: TokenClasses) -> NgramLM:

@@ -48,6 +48,7 @@ from ctxasr.context.phonetic import (
 from ctxasr.context.terms import ContextTerm
 from ctxasr.context.words import letters as _compact
 from ctxasr.context.words import zipf as _zipf
+from ctxasr.files import atomic_write
 from ctxasr.results import TermEvidence
 
 MIN_JOINED = 7  # letters: words that join into a term this long spell it ("there under")
@@ -220,9 +221,8 @@ class PhoneticRetriever:
             pass  # missing, partial or stale: rebuild
         index = self._build()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **index.arrays())
-        os.replace(tmp, path)
+        with atomic_write(path, binary=True) as f:
+            np.savez(f, **index.arrays())
         return index
 
     def _build(self) -> _Index:
