@@ -114,15 +114,8 @@ class PromptedWhisperModel(WhisperModel):
     def forced_logprobs(self, encoder_output, tokenizer, texts) -> list[float]:
         """log P(text | audio) of each text-token sequence, prompt-free (nats)."""
         frames = 2 * int(encoder_output.shape[1])  # mel frames: the whole stretch
-        out = []
-        for text in texts:  # CTranslate2 aligns one sequence per audio item
-            if not text:
-                out.append(0.0)
-                continue
-            found = self.model.align(encoder_output, tokenizer.sot_sequence, [list(text)],
-                                     frames)[0]  # fmt: skip
-            out.append(float(np.sum(np.log(np.maximum(found.text_token_probs, 1e-30)))))
-        return out
+        return [math.fsum(token_logprobs(self.model, encoder_output, tokenizer.sot_sequence,
+                                         text, frames)) for text in texts]  # fmt: skip
 
 
 class _Seek:
@@ -183,6 +176,17 @@ class Merged:
     scores: list[float] = field(default_factory=list)
 
 
+def token_logprobs(model, encoder_output, start: Sequence[int], text: Sequence[int],
+                   frames: int) -> list[float]:  # fmt: skip
+    """Each token's ln P(token | ``start``, the tokens before it, the audio), by a forced
+    decode (``align``; CTranslate2 aligns one sequence per audio item) over ``frames``
+    mel frames of ``encoder_output``; a probability of 0 counts as 1e-30."""
+    if not text:
+        return []
+    found = model.align(encoder_output, start, [list(text)], frames)[0]
+    return [math.log(max(p, 1e-30)) for p in found.text_token_probs]
+
+
 def _zero_frame(encoder_output):
     """One zero encoder frame shaped like ``encoder_output``'s (A, T, D), as the model
     takes it (a torch tensor, or a CTranslate2 StorageView): the internal language
@@ -214,7 +218,7 @@ class NBest:
     def __init__(self, model) -> None:  # model: ctranslate2.models.Whisper
         self._model = model
         self._local = threading.local()
-        self._fusions: dict[int, object] = {}  # id(scorer) -> DomainFusion (torch backend)
+        self._fusion = None  # the DomainFusion of the last in-search scorer (torch backend)
 
     @contextlib.contextmanager
     def domain(self, scorer: DomainScorer | None, sot_sequence: Sequence[int],
@@ -249,7 +253,7 @@ class NBest:
             return self._model.generate(encoder_output, prompts, **kwargs)
         scorer, sot_sequence, in_search = domain
         if in_search and getattr(self._model, "owns_search", False):
-            return self._model.generate(encoder_output, prompts, domain=self._fusion(scorer),
+            return self._model.generate(encoder_output, prompts, domain=self._fusion_of(scorer),
                                         **kwargs)  # fmt: skip
         wanted = kwargs.get("num_hypotheses", 1)
         kwargs["num_hypotheses"] = max(wanted, beam)
@@ -259,13 +263,12 @@ class NBest:
         return [self._rescored(r, scorer, sot_sequence, encoder_output, penalty, wanted)
                 for r in found]  # fmt: skip
 
-    def _fusion(self, scorer: DomainScorer):
-        found = self._fusions.get(id(scorer))
-        if found is None or found.scorer is not scorer:
+    def _fusion_of(self, scorer: DomainScorer):
+        found = self._fusion
+        if found is None or found.scorer is not scorer:  # one document at a time
             from ctxasr.whisper.decoding import DomainFusion
 
-            self._fusions = {id(scorer): DomainFusion(scorer)}  # one document at a time
-            found = self._fusions[id(scorer)]
+            found = self._fusion = DomainFusion(scorer)
         return found
 
     def _rescored(self, result, scorer: DomainScorer, sot_sequence: list[int],
@@ -275,7 +278,7 @@ class NBest:
         ranked = []
         for seq, score in zip(result.sequences_ids, result.scores, strict=True):
             text = [t for t in seq if t < first_special]
-            ilm = iter(self._text_logprobs(silent, sot_sequence, text))
+            ilm = iter(token_logprobs(self._model, silent, sot_sequence, text, 2))
             per_token = [next(ilm) if t < first_special else 0.0 for t in seq]
             length = max(1, len(seq)) ** penalty
             total = (score * length + scorer.score(seq, per_token)) / length
@@ -283,9 +286,3 @@ class NBest:
         ranked.sort(key=lambda r: -r[0])
         return Merged([r[1] for r in ranked[:keep]], result.no_speech_prob,
                       [r[2] for r in ranked[:keep]])  # fmt: skip
-
-    def _text_logprobs(self, silent, sot_sequence: list[int], text: list[int]) -> list[float]:
-        if not text:
-            return []
-        found = self._model.align(silent, sot_sequence, [text], 2)[0]
-        return [math.log(max(p, 1e-30)) for p in found.text_token_probs]
