@@ -84,7 +84,7 @@ class Transcript:
     context_used: tuple[str, ...] = field(default_factory=tuple)  # terms given to the decoder
     # With speech-aware pruning: per 30 s stretch, which terms were picked and why.
     picks: tuple[ContextPick, ...] = field(default_factory=tuple)
-    # The documents' language model fused in the search (None: no document, or off).
+    # The documents' language model the search used (None: no document, or off).
     domain_lm: DomainLM | None = None
 
     @property

@@ -407,9 +407,9 @@ _OPENAPI_FORM: dict[str, Any] = {
                                          "description": "Free text (slides, documents; "
                                          "UTF-8, text or a text file) whose names, rare words "
                                          "and acronyms become terms. Its text also becomes a "
-                                         "language model fused in the search (the server's "
-                                         "domain_lm setting); verbose_json's domain_lm says "
-                                         "what was built."},
+                                         "language model that re-ranks the search's "
+                                         "hypotheses (the server's domain_lm setting); "
+                                         "verbose_json's domain_lm says what was built."},
                         "stream": {"type": "boolean", "default": False,
                                    "description": "Answer Server-Sent Events (json or text "
                                    "format): transcript.text.delta per segment as it is "

@@ -62,7 +62,7 @@ class TorchWhisper:
 
     device = "cpu"
     device_index = (0,)
-    owns_search = True  # generate() takes ``domain``: the n-gram is fused in the search
+    owns_search = True  # generate() takes ``domain``: the n-gram can be fused in the search
 
     def __init__(self, loaded: LoadedWhisper, tokens: WhisperTokens) -> None:
         self.loaded = loaded
