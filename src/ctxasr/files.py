@@ -15,6 +15,16 @@ from typing import IO, Any
 from ctxasr.errors import CtxasrError
 
 
+def cache_root() -> Path:
+    """ctxasr's cache folder: ``$CTXASR_CACHE``, else ``$XDG_CACHE_HOME/ctxasr`` or
+    ``~/.cache/ctxasr``. Context indexes, documents' language models, joined models and
+    LLM conversions live in folders under it."""
+    if os.environ.get("CTXASR_CACHE"):
+        return Path(os.environ["CTXASR_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ctxasr"
+
+
 def check_input_file(path: str | os.PathLike[str], error: type[CtxasrError], kind: str) -> Path:
     """``path`` as a readable regular file, or ``error`` naming it and the problem.
 

